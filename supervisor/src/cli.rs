@@ -1,0 +1,89 @@
+//! The command line.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// airlock: run an agent's command inside kernel isolation whose only way
+/// out is an egress proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sandbox", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run CMD sandboxed: `sandbox run [OPTIONS] -- CMD [ARGS...]`.
+    Run(RunArgs),
+    /// Report what this host supports and whether `sandbox run` works here.
+    Doctor,
+}
+
+/// Options of `sandbox run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The directory the agent may write (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Pass NAME from the host environment, or set NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Kill the whole sandbox after this long (e.g. 30, 30s, 5m, 1h); exit 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Host uid the agent runs as (root only; default 65534).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Host gid the agent runs as (root only; default 65534).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Parses `30`, `30s`, `1.5s`, `500ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 30, 30s, 5m, 1h)"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("'{s}': the timeout must be positive"));
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{s}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

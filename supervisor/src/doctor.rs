@@ -1,0 +1,164 @@
+//! `sandbox doctor`: what this host supports, and whether `sandbox run`
+//! works here (it tries a real sandbox, the only honest answer).
+
+use std::process::{Command, ExitCode, Stdio};
+
+use crate::landlock;
+
+/// One line of the report.
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+/// Prints the report; exits 0 when `sandbox run` works on this host.
+pub fn main() -> ExitCode {
+    let mut checks = vec![
+        kernel(),
+        user_namespaces(),
+        landlock_abi(),
+        seccomp(),
+        cgroups(),
+    ];
+    let trial = trial_run();
+    let works = trial.ok;
+    checks.push(trial);
+    for c in &checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {:<18} {}", c.name, c.detail);
+    }
+    if works {
+        println!("\nsandbox run works on this host.");
+        ExitCode::SUCCESS
+    } else {
+        println!("\nsandbox run will refuse to start on this host; fix the FAIL lines above.");
+        ExitCode::from(1)
+    }
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn kernel() -> Check {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    Check {
+        name: "kernel",
+        ok: true,
+        detail: format!("Linux {release}"),
+    }
+}
+
+fn user_namespaces() -> Check {
+    let max = read("/proc/sys/user/max_user_namespaces").unwrap_or_else(|| "?".into());
+    let debian_knob = read("/proc/sys/kernel/unprivileged_userns_clone");
+    let apparmor = read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
+    let mut ok = max != "0";
+    let mut detail = format!("max_user_namespaces={max}");
+    if let Some(v) = debian_knob {
+        ok &= v == "1" || nix::unistd::geteuid().is_root();
+        detail.push_str(&format!(", unprivileged_userns_clone={v}"));
+    }
+    if let Some(v) = apparmor {
+        detail.push_str(&format!(", apparmor_restrict_unprivileged_userns={v}"));
+    }
+    if !ok {
+        detail.push_str(" (fix: sysctl -w user.max_user_namespaces=10000 kernel.unprivileged_userns_clone=1)");
+    }
+    Check {
+        name: "user namespaces",
+        ok,
+        detail,
+    }
+}
+
+fn landlock_abi() -> Check {
+    let abi = landlock::kernel_abi();
+    let features = match abi {
+        ..=0 => "none (needs Linux 5.13+ with landlock in the lsm= boot list)",
+        1..=3 => "filesystem rules only: no TCP rules, no scoping",
+        4 | 5 => "filesystem and TCP rules; no abstract-socket/signal scoping (ABI 6)",
+        _ => "filesystem, TCP, abstract-socket and signal scoping",
+    };
+    Check {
+        name: "landlock",
+        ok: abi >= 1,
+        detail: format!("ABI {abi}: {features}"),
+    }
+}
+
+fn seccomp() -> Check {
+    let actions = read("/proc/sys/kernel/seccomp/actions_avail");
+    let ok = actions
+        .as_deref()
+        .is_some_and(|a| a.contains("errno") && a.contains("kill_process"));
+    Check {
+        name: "seccomp",
+        ok,
+        detail: match actions {
+            Some(a) => format!("filter actions: {a}"),
+            None => "no seccomp filter support (CONFIG_SECCOMP_FILTER)".into(),
+        },
+    }
+}
+
+fn cgroups() -> Check {
+    let mounts = read("/proc/self/mounts").unwrap_or_default();
+    let v2_root = mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/cgroup") && l.contains("cgroup2"));
+    let v2_any = mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2"));
+    let v1 = mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup"));
+    let detail = match (v2_root, v2_any, v1) {
+        (true, _, _) => "cgroup v2 (unified)",
+        (false, true, true) => "hybrid: cgroup v1 controllers with a v2 hierarchy",
+        (false, false, true) => "cgroup v1 only",
+        _ => "no cgroup filesystem mounted",
+    };
+    Check {
+        name: "cgroups",
+        ok: true,
+        detail: format!("{detail} (limits: see issue tracker; namespace always created)"),
+    }
+}
+
+fn trial_run() -> Check {
+    let exe = std::env::current_exe();
+    let dir = std::env::temp_dir().join(format!("airlock-doctor-{}", std::process::id()));
+    let result = exe.map_err(|e| e.to_string()).and_then(|exe| {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if nix::unistd::geteuid().is_root() {
+            let _ = std::os::unix::fs::chown(&dir, Some(65534), Some(65534));
+        }
+        Command::new(exe)
+            .args(["run", "--workspace"])
+            .arg(&dir)
+            .args(["--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| e.to_string())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(out) if out.status.success() => Check {
+            name: "sandbox run",
+            ok: true,
+            detail: "a trial sandbox ran `true` with every layer applied".into(),
+        },
+        Ok(out) => Check {
+            name: "sandbox run",
+            ok: false,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        },
+        Err(e) => Check {
+            name: "sandbox run",
+            ok: false,
+            detail: format!("could not start a trial: {e}"),
+        },
+    }
+}

@@ -1,0 +1,179 @@
+//! PID 1 of the sandbox: builds the filesystem view, drops its own
+//! privileges, starts the agent, forwards signals to it, reaps every
+//! orphan, and exits with the agent's status. When it exits the kernel
+//! kills everything left in the PID namespace, so nothing the agent started
+//! outlives it.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+
+use crate::agent;
+use crate::caps;
+use crate::error::SetupError;
+use crate::mounts;
+use crate::network;
+use crate::plan::{Identity, SandboxPlan};
+use crate::signals;
+
+/// Exit code when the sandbox could not be set up.
+pub const SETUP_FAILED: i32 = 125;
+
+/// The two pipes between the supervisor and init.
+pub struct Channels {
+    /// Readable once the supervisor has written our id maps; hangs up when
+    /// the supervisor dies.
+    pub go: OwnedFd,
+    /// Setup errors go here; closed (EOF for the supervisor) once the agent
+    /// has exec'd.
+    pub errors: OwnedFd,
+}
+
+/// Runs as PID 1 in the new namespaces and never returns.
+pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
+    let Channels { go, errors } = channels;
+    let code = match setup(plan, new_root, &go) {
+        Ok(()) => match start_agent(plan, errors) {
+            Ok((agent, sfd)) => supervise(agent, &sfd),
+            Err((e, errors)) => report(&errors, &e),
+        },
+        Err(e) => report(&errors, &e),
+    };
+    // SAFETY: _exit ends the process without running destructors or atexit
+    // handlers that belong to the supervisor we were cloned from.
+    unsafe { libc::_exit(code) }
+}
+
+/// Writes `err` for the supervisor to print and returns the setup exit code.
+pub fn report(errors: &OwnedFd, err: &SetupError) -> i32 {
+    let _ = nix::unistd::write(errors, err.to_string().as_bytes());
+    SETUP_FAILED
+}
+
+fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<(), SetupError> {
+    die_with_supervisor()?;
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(go, &mut byte) {
+        Ok(1) => {}
+        _ => return Err(SetupError::new("init", "the supervisor went away during setup")),
+    }
+    // Our own session: the caller's terminal signals reach the supervisor
+    // only, which forwards them exactly once.
+    nix::unistd::setsid().map_err(|e| SetupError::io("init", "setsid", e))?;
+    // Become the agent's ids first: as root, our own host uid is unmapped in
+    // the new user namespace, and the kernel refuses to create files owned by
+    // an unmapped id (EOVERFLOW). We keep our namespace capabilities: the
+    // old uid was not the namespace's root, so setresuid does not clear them.
+    become_agent_user(&plan.identity)?;
+    // Changing ids cleared the parent-death signal: set it again, then make
+    // sure the supervisor did not die in between.
+    die_with_supervisor()?;
+    let mut fds = [PollFd::new(go.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::ZERO);
+    if fds[0]
+        .revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+    {
+        return Err(SetupError::new("init", "the supervisor went away during setup"));
+    }
+    nix::unistd::sethostname(&plan.hostname)
+        .map_err(|e| SetupError::io("namespaces", "set hostname", e))?;
+    mounts::build_root(new_root, &plan.mounts)?;
+    network::loopback_up()?;
+    caps::drop_all()?;
+    // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| SetupError::io("init", "set not dumpable", e))?;
+    std::env::set_current_dir(&plan.cwd)
+        .map_err(|e| SetupError::io("workspace", format!("chdir {}", plan.cwd.display()), e))?;
+    Ok(())
+}
+
+/// SIGKILL for us when the supervisor dies, so the sandbox never outlives it.
+fn die_with_supervisor() -> Result<(), SetupError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SetupError::io("init", "set parent-death signal", e))
+}
+
+fn become_agent_user(id: &Identity) -> Result<(), SetupError> {
+    let gid = Gid::from_raw(id.inner_gid);
+    let uid = Uid::from_raw(id.inner_uid);
+    if id.privileged {
+        // Drop root's supplementary groups (allowed: we mapped without
+        // denying setgroups, as only root can).
+        nix::unistd::setgroups(&[gid])
+            .map_err(|e| SetupError::io("identity", "drop supplementary groups", e))?;
+    }
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SetupError::io("identity", "setresgid", e))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| SetupError::io("identity", "setresuid", e))
+}
+
+type StartError = (SetupError, OwnedFd);
+
+fn start_agent(plan: &SandboxPlan, errors: OwnedFd) -> Result<(Pid, SignalFd), StartError> {
+    let sfd = match SignalFd::with_flags(
+        &signals::supervised(),
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+    ) {
+        Ok(s) => s,
+        Err(e) => return Err((SetupError::io("init", "signalfd", e), errors)),
+    };
+    // SAFETY: this process is single-threaded (a clone of the single-threaded
+    // supervisor), so the child may allocate and take locks freely.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(sfd);
+            agent::exec(plan, errors)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            // Our copy closes now; the agent's closes at execve, which the
+            // supervisor sees as EOF: setup succeeded.
+            drop(errors);
+            Ok((child, sfd))
+        }
+        Err(e) => Err((SetupError::io("init", "fork the agent", e), errors)),
+    }
+}
+
+/// Forwards signals to the agent and reaps until the agent exits; returns
+/// its exit code (128+N for death by signal N).
+fn supervise(agent: Pid, sfd: &SignalFd) -> i32 {
+    loop {
+        let signo = match sfd.read_signal() {
+            Ok(Some(info)) => info.ssi_signo as i32,
+            Ok(None) | Err(Errno::EINTR) => continue,
+            Err(_) => return SETUP_FAILED,
+        };
+        if signo == libc::SIGCHLD {
+            if let Some(code) = reap(agent) {
+                return code;
+            }
+            continue;
+        }
+        if let Ok(sig) = Signal::try_from(signo) {
+            // The agent leads its own process group: signal all of it, as a
+            // terminal would.
+            if kill(Pid::from_raw(-agent.as_raw()), sig).is_err() {
+                let _ = kill(agent, sig);
+            }
+        }
+    }
+}
+
+/// Reaps every exited child; returns the agent's code once it is among them.
+fn reap(agent: Pid) -> Option<i32> {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == agent => return Some(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == agent => return Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+

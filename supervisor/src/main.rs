@@ -1,0 +1,75 @@
+//! `sandbox`: the airlock supervisor.
+//!
+//! Exit codes follow `timeout(1)` and `env(1)`: the agent's own status
+//! (128+N when killed by signal N), 124 timed out, 125 the sandbox could not
+//! be set up (or bad usage), 126 the command cannot be executed, 127 the
+//! command was not found.
+
+mod agent;
+mod caps;
+mod cli;
+mod doctor;
+mod error;
+mod init;
+mod landlock;
+mod mounts;
+mod namespaces;
+mod network;
+mod plan;
+mod policy;
+mod run;
+mod seccomp;
+mod session;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, RunArgs};
+
+/// Exit code for errors of `sandbox` itself.
+const SUPERVISOR_ERROR: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { SUPERVISOR_ERROR } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::Doctor => doctor::main(),
+    }
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let request = plan::RunRequest {
+        workspace: args.workspace,
+        env: args.env,
+        uid: args.uid,
+        gid: args.gid,
+        timeout: args.timeout,
+        argv: args.command,
+    };
+    let result = plan::Host::current()
+        .and_then(|host| plan::build(&policy::Policy::embedded_default(), &request, &host))
+        .and_then(|plan| run::run(&plan).map(|outcome| (plan, outcome)));
+    match result {
+        Ok((plan, outcome)) => {
+            if outcome == run::Outcome::TimedOut {
+                if let Some(t) = plan.timeout {
+                    eprintln!("sandbox: timed out after {t:?}; the whole sandbox was killed");
+                }
+            }
+            ExitCode::from(outcome.code().clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            ExitCode::from(SUPERVISOR_ERROR)
+        }
+    }
+}

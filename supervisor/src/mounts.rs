@@ -1,0 +1,375 @@
+//! The mount layer: builds the sandbox's filesystem view from scratch.
+//!
+//! A fresh tmpfs becomes the new root; host paths are bind-mounted into it
+//! exactly as the plan says; then `pivot_root` swaps roots and the old root
+//! is detached, so nothing of the host is reachable except what was bound.
+//! Every mount is `nosuid,nodev` except the handful of device-node binds in
+//! `/dev`, which need device access to work at all (they are `noexec`).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, pivot_root};
+
+use crate::error::SetupError;
+
+const LAYER: &str = "mounts";
+
+/// Device nodes bound from the host's `/dev`.
+pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// One step of building the new root. Targets are absolute paths as the
+/// agent will see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountStep {
+    /// A fresh tmpfs with the given octal mode, owner (inside ids) and size.
+    Tmpfs {
+        /// Mount point.
+        target: PathBuf,
+        /// Octal mode of the tmpfs root.
+        mode: u32,
+        /// Owner uid and gid of the tmpfs root, as seen inside.
+        owner: Option<(u32, u32)>,
+        /// Size limit in bytes.
+        size: u64,
+    },
+    /// A recursive bind of a host path.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Mount point.
+        target: PathBuf,
+        /// Read-write when true, read-only otherwise.
+        writable: bool,
+    },
+    /// A bind of a host device node (device access kept, exec refused).
+    Device {
+        /// Host device node, e.g. `/dev/null`.
+        source: PathBuf,
+        /// Mount point.
+        target: PathBuf,
+    },
+    /// A symbolic link created in the new root (e.g. `/bin -> usr/bin`).
+    Symlink {
+        /// Where the link lives.
+        target: PathBuf,
+        /// What it points to.
+        points_to: PathBuf,
+    },
+    /// A fresh procfs for the sandbox's PID namespace (only sandbox PIDs).
+    Proc {
+        /// Mount point.
+        target: PathBuf,
+    },
+    /// A fresh devpts instance, private to the sandbox.
+    DevPts {
+        /// Mount point.
+        target: PathBuf,
+    },
+    /// Re-bind an already mounted path onto itself read-only (e.g. `/proc/sys`).
+    ReadOnlyAgain {
+        /// Path inside the new root.
+        target: PathBuf,
+    },
+    /// Hide a denied file: an unopenable node is mounted over it.
+    MaskFile {
+        /// The hidden file.
+        target: PathBuf,
+    },
+    /// Hide a denied directory: an empty read-only tmpfs over it.
+    MaskDir {
+        /// The hidden directory.
+        target: PathBuf,
+    },
+}
+
+impl MountStep {
+    /// The path this step creates or covers, as seen inside.
+    pub fn target(&self) -> &Path {
+        match self {
+            MountStep::Tmpfs { target, .. }
+            | MountStep::Bind { target, .. }
+            | MountStep::Device { target, .. }
+            | MountStep::Symlink { target, .. }
+            | MountStep::Proc { target }
+            | MountStep::DevPts { target }
+            | MountStep::ReadOnlyAgain { target }
+            | MountStep::MaskFile { target }
+            | MountStep::MaskDir { target } => target,
+        }
+    }
+}
+
+/// `target` (absolute, as seen inside) placed under `root`.
+fn under(root: &Path, target: &Path) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for c in target.components() {
+        if let Component::Normal(n) = c {
+            p.push(n);
+        }
+    }
+    p
+}
+
+/// Builds the new root at `root` (an empty directory), applies `steps` in
+/// order, then pivots into it and detaches the host's root.
+///
+/// Runs in the sandbox's init, inside the new user and mount namespaces.
+pub fn build_root(root: &Path, steps: &[MountStep]) -> Result<(), SetupError> {
+    // Our mounts must never propagate back to the host, while host unmounts
+    // still reach us (a slave, as bubblewrap does).
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| SetupError::io(LAYER, "make / a recursive slave", e))?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=4m,nr_inodes=4096"),
+    )
+    .map_err(|e| SetupError::io(LAYER, format!("tmpfs on new root {}", root.display()), e))?;
+    for step in steps {
+        apply(root, step)?;
+    }
+    pivot(root)
+}
+
+/// Swaps the root for `root` and detaches the old one, then makes the new
+/// root's own tmpfs read-only so the agent cannot add files next to `/usr`.
+fn pivot(root: &Path) -> Result<(), SetupError> {
+    chdir(root).map_err(|e| SetupError::io(LAYER, "chdir to new root", e))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; the
+    // detach below removes it (see pivot_root(2), "NOTES").
+    pivot_root(".", ".").map_err(|e| SetupError::io(LAYER, "pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| SetupError::io(LAYER, "detach old root", e))?;
+    chdir("/").map_err(|e| SetupError::io(LAYER, "chdir /", e))?;
+    set_attrs(
+        Path::new("/"),
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        false,
+    )
+}
+
+fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
+    let at = under(root, step.target());
+    let what = |verb: &str| format!("{verb} {}", step.target().display());
+    match step {
+        MountStep::Tmpfs {
+            mode, owner, size, ..
+        } => {
+            make_dir(&at)?;
+            let mut data = format!("mode={mode:04o},size={size}");
+            if let Some((uid, gid)) = owner {
+                data.push_str(&format!(",uid={uid},gid={gid}"));
+            }
+            mount(
+                Some("tmpfs"),
+                &at,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            )
+            .map_err(|e| SetupError::io(LAYER, what("tmpfs on"), e))
+        }
+        MountStep::Bind {
+            source, writable, ..
+        } => {
+            make_mount_point(source, &at)?;
+            mount(
+                Some(source.as_path()),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| SetupError::io(LAYER, format!("bind {} on", source.display()), e))
+            .and_then(|()| {
+                let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+                if !writable {
+                    attrs |= libc::MOUNT_ATTR_RDONLY;
+                }
+                set_attrs(&at, attrs, true)
+            })
+        }
+        MountStep::Device { source, .. } => {
+            make_mount_point(source, &at)?;
+            mount(
+                Some(source.as_path()),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| SetupError::io(LAYER, what("bind device"), e))?;
+            set_attrs(&at, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC, false)
+        }
+        MountStep::Symlink { points_to, .. } => {
+            if let Some(parent) = at.parent() {
+                make_dir(parent)?;
+            }
+            symlink(points_to, &at).map_err(|e| SetupError::io(LAYER, what("symlink"), e))
+        }
+        MountStep::Proc { .. } => {
+            make_dir(&at)?;
+            mount(
+                Some("proc"),
+                &at,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("hidepid=invisible"),
+            )
+            .map_err(|e| SetupError::io(LAYER, what("proc on"), e))
+        }
+        MountStep::DevPts { .. } => {
+            make_dir(&at)?;
+            mount(
+                Some("devpts"),
+                &at,
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620"),
+            )
+            .map_err(|e| SetupError::io(LAYER, what("devpts on"), e))
+        }
+        MountStep::ReadOnlyAgain { .. } => {
+            if fs::symlink_metadata(&at).is_err() {
+                return Ok(());
+            }
+            mount(
+                Some(at.as_path()),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| SetupError::io(LAYER, what("re-bind"), e))?;
+            set_attrs(
+                &at,
+                libc::MOUNT_ATTR_RDONLY
+                    | libc::MOUNT_ATTR_NOSUID
+                    | libc::MOUNT_ATTR_NODEV
+                    | libc::MOUNT_ATTR_NOEXEC,
+                true,
+            )
+        }
+        MountStep::MaskFile { .. } => {
+            // /dev/null on a nodev mount: opening it fails with EACCES, so a
+            // masked file reads as "permission denied", not as empty.
+            mount(
+                Some("/dev/null"),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| SetupError::io(LAYER, what("mask file"), e))?;
+            set_attrs(
+                &at,
+                libc::MOUNT_ATTR_RDONLY
+                    | libc::MOUNT_ATTR_NOSUID
+                    | libc::MOUNT_ATTR_NODEV
+                    | libc::MOUNT_ATTR_NOEXEC,
+                false,
+            )
+        }
+        MountStep::MaskDir { .. } => mount(
+            Some("tmpfs"),
+            &at,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0000,size=4k,nr_inodes=1"),
+        )
+        .map_err(|e| SetupError::io(LAYER, what("mask directory"), e)),
+    }
+}
+
+/// Creates a directory (and its parents) in the new root. An existing path
+/// is fine: mounting over a directory of a read-only bind needs no write.
+fn make_dir(at: &Path) -> Result<(), SetupError> {
+    if at.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(at).map_err(|e| SetupError::io(LAYER, format!("mkdir {}", at.display()), e))
+}
+
+/// Creates a mount point of the same kind as `source` (directory or file).
+fn make_mount_point(source: &Path, at: &Path) -> Result<(), SetupError> {
+    let meta = fs::metadata(source)
+        .map_err(|e| SetupError::io(LAYER, format!("stat {}", source.display()), e))?;
+    if meta.is_dir() {
+        return make_dir(at);
+    }
+    if fs::symlink_metadata(at).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = at.parent() {
+        make_dir(parent)?;
+    }
+    fs::File::create(at)
+        .map(drop)
+        .map_err(|e| SetupError::io(LAYER, format!("create mount point {}", at.display()), e))
+}
+
+/// Sets mount attributes with `mount_setattr(2)` (Linux 5.12+), on the whole
+/// subtree when `recursive`, so read-only also covers host submounts.
+fn set_attrs(at: &Path, attr_set: u64, recursive: bool) -> Result<(), SetupError> {
+    let path = CString::new(at.as_os_str().as_bytes())
+        .map_err(|_| SetupError::new(LAYER, format!("path with NUL: {}", at.display())))?;
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: `path` is a valid NUL-terminated string and `attr` a properly
+    // sized, initialised mount_attr that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    let hint = if err.raw_os_error() == Some(libc::ENOSYS) {
+        " (mount_setattr needs Linux 5.12+)"
+    } else {
+        ""
+    };
+    Err(SetupError::io(
+        LAYER,
+        format!("set mount attributes on {}{hint}", at.display()),
+        err,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_placed_under_the_new_root() {
+        assert_eq!(
+            under(Path::new("/s/root"), Path::new("/usr/lib")),
+            PathBuf::from("/s/root/usr/lib")
+        );
+        assert_eq!(under(Path::new("/s/root"), Path::new("/")), PathBuf::from("/s/root"));
+    }
+}

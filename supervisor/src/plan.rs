@@ -1,0 +1,590 @@
+//! Plan, then apply: turns the policy and the command line into plain data
+//! (identity, mount steps, Landlock rules, seccomp filters, environment)
+//! before anything touches the kernel. The same plan drives `sandbox run`,
+//! is printable, and is checked in unit tests.
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::SetupError;
+use crate::landlock::{FsAccess, FsRule, LandlockPlan};
+use crate::mounts::{MountStep, DEV_NODES};
+use crate::policy::Policy;
+use crate::seccomp::{self, SeccompPlan};
+
+/// The uid/gid the agent gets when `sandbox` runs as root and none is given.
+pub const DEFAULT_UNPRIVILEGED_ID: u32 = 65534;
+/// The in-sandbox TCP ports the agent may connect to (HTTP and SOCKS5 relays).
+pub const RELAY_PORTS: &[u16] = &[3128, 1080];
+/// The PATH the agent gets unless `--env PATH` says otherwise.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Size of the private `/tmp`.
+const TMP_SIZE: u64 = 1 << 30;
+/// Size of the fresh, empty HOME.
+const HOME_SIZE: u64 = 256 << 20;
+/// Paths the workspace may not be, or live under: they are built by us.
+const RESERVED: &[&str] = &["/proc", "/dev", "/sys"];
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// `--workspace`; the current directory when absent.
+    pub workspace: Option<PathBuf>,
+    /// `--env NAME` (pass from host) and `--env NAME=VALUE` (set).
+    pub env: Vec<String>,
+    /// `--uid`: the agent's host uid (root only).
+    pub uid: Option<u32>,
+    /// `--gid`: the agent's host gid (root only).
+    pub gid: Option<u32>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// The command and its arguments.
+    pub argv: Vec<OsString>,
+}
+
+/// Facts about the invoking process that the plan depends on.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Effective uid of `sandbox`.
+    pub euid: u32,
+    /// Effective gid of `sandbox`.
+    pub egid: u32,
+    /// `$HOME`, if set.
+    pub home: Option<PathBuf>,
+    /// The current directory.
+    pub cwd: PathBuf,
+    /// The whole environment of `sandbox`.
+    pub vars: Vec<(OsString, OsString)>,
+}
+
+impl Host {
+    /// Reads the facts from the running process.
+    pub fn current() -> Result<Self, SetupError> {
+        Ok(Self {
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            cwd: std::env::current_dir()
+                .map_err(|e| SetupError::io("workspace", "current directory", e))?,
+            vars: std::env::vars_os().collect(),
+        })
+    }
+
+    fn var(&self, name: &str) -> Option<&OsString> {
+        self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// Who the agent is, outside and inside the user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The host uid the agent's files and processes belong to.
+    pub outer_uid: u32,
+    /// The host gid.
+    pub outer_gid: u32,
+    /// The uid the agent sees (`id -u`).
+    pub inner_uid: u32,
+    /// The gid the agent sees.
+    pub inner_gid: u32,
+    /// `sandbox` runs as root: it may map any id and drop supplementary groups.
+    pub privileged: bool,
+}
+
+/// Everything `sandbox run` will do, as data.
+#[derive(Debug, Clone)]
+pub struct SandboxPlan {
+    /// Ids inside and outside.
+    pub identity: Identity,
+    /// How the new root is built, in order.
+    pub mounts: Vec<MountStep>,
+    /// The agent's Landlock ruleset.
+    pub landlock: LandlockPlan,
+    /// The agent's seccomp filters.
+    pub seccomp: SeccompPlan,
+    /// The agent's whole environment.
+    pub env: Vec<(String, String)>,
+    /// The command.
+    pub argv: Vec<CString>,
+    /// The agent's working directory (inside).
+    pub cwd: PathBuf,
+    /// The workspace (same path inside and out).
+    pub workspace: PathBuf,
+    /// The agent's HOME (inside; an empty tmpfs).
+    pub home: PathBuf,
+    /// Hostname inside the UTS namespace.
+    pub hostname: String,
+    /// Wall-clock limit.
+    pub timeout: Option<Duration>,
+}
+
+/// Builds the plan. Reads file metadata to see which policy paths exist,
+/// and nothing else.
+pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPlan, SetupError> {
+    if req.argv.is_empty() {
+        return Err(SetupError::new(
+            "command",
+            "no command given: sandbox run [OPTIONS] -- CMD [ARGS...]",
+        ));
+    }
+    let identity = identity(req, host)?;
+    let home = inside_home(host);
+    let workspace = workspace(req, host)?;
+    let cwd = if host.cwd.starts_with(&workspace) {
+        host.cwd.clone()
+    } else {
+        workspace.clone()
+    };
+
+    let mut layout: Vec<MountStep> = Vec::new();
+    let mut rules = vec![FsRule {
+        path: PathBuf::from("/"),
+        access: FsAccess::ListOnly,
+    }];
+    for path in &policy.filesystem.read {
+        match fs::symlink_metadata(path) {
+            Err(_) => continue,
+            Ok(m) if m.file_type().is_symlink() => {
+                let points_to = fs::read_link(path)
+                    .map_err(|e| SetupError::io("mounts", format!("readlink {}", path.display()), e))?;
+                layout.push(MountStep::Symlink {
+                    target: path.clone(),
+                    points_to,
+                });
+            }
+            Ok(_) => {
+                layout.push(MountStep::Bind {
+                    source: path.clone(),
+                    target: path.clone(),
+                    writable: false,
+                });
+                rules.push(FsRule {
+                    path: path.clone(),
+                    access: FsAccess::ReadOnly,
+                });
+            }
+        }
+    }
+    let mut writable: Vec<PathBuf> = policy
+        .filesystem
+        .write
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect();
+    writable.push(workspace.clone());
+    for path in &writable {
+        layout.push(MountStep::Bind {
+            source: path.clone(),
+            target: path.clone(),
+            writable: true,
+        });
+    }
+    layout.push(MountStep::Tmpfs {
+        target: PathBuf::from("/tmp"),
+        mode: 0o1777,
+        owner: None,
+        size: TMP_SIZE,
+    });
+    layout.push(MountStep::Tmpfs {
+        target: home.clone(),
+        mode: 0o700,
+        owner: Some((identity.inner_uid, identity.inner_gid)),
+        size: HOME_SIZE,
+    });
+    // Parents before children: /tmp before a workspace under /tmp, HOME
+    // before a workspace inside HOME. The sort is stable, so equal depths
+    // keep policy order.
+    layout.sort_by_key(|s| s.target().components().count());
+    for path in writable.iter().chain([&PathBuf::from("/tmp"), &home]) {
+        rules.push(FsRule {
+            path: path.clone(),
+            access: FsAccess::ReadWrite,
+        });
+    }
+
+    let mut mounts = layout;
+    mounts.extend(proc_steps());
+    mounts.extend(dev_steps());
+    rules.push(FsRule {
+        path: PathBuf::from("/proc"),
+        access: FsAccess::ReadNoExec,
+    });
+    for node in DEV_NODES {
+        rules.push(FsRule {
+            path: Path::new("/dev").join(node),
+            access: if *node == "tty" {
+                FsAccess::Terminal
+            } else {
+                FsAccess::Device
+            },
+        });
+    }
+    rules.push(FsRule {
+        path: PathBuf::from("/dev/pts"),
+        access: FsAccess::Terminal,
+    });
+    rules.push(FsRule {
+        path: PathBuf::from("/dev/shm"),
+        access: FsAccess::ReadWrite,
+    });
+
+    let mut masks: Vec<MountStep> = Vec::new();
+    for path in &policy.filesystem.deny {
+        match fs::metadata(path) {
+            Ok(m) if m.is_dir() => masks.push(MountStep::MaskDir {
+                target: path.clone(),
+            }),
+            Ok(_) => masks.push(MountStep::MaskFile {
+                target: path.clone(),
+            }),
+            Err(_) => {}
+        }
+    }
+    masks.sort_by_key(|s| s.target().components().count());
+    mounts.extend(masks);
+
+    Ok(SandboxPlan {
+        identity,
+        mounts,
+        landlock: LandlockPlan {
+            fs: rules,
+            tcp_connect: RELAY_PORTS.to_vec(),
+        },
+        seccomp: seccomp::compile()?,
+        env: environment(policy, req, host, &identity, &home, &cwd)?,
+        argv: req
+            .argv
+            .iter()
+            .map(|a| {
+                CString::new(a.as_bytes()).map_err(|_| {
+                    SetupError::new("command", "an argument contains a NUL byte")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        cwd,
+        workspace,
+        home,
+        hostname: "airlock".to_string(),
+        timeout: req.timeout,
+    })
+}
+
+fn identity(req: &RunRequest, host: &Host) -> Result<Identity, SetupError> {
+    if host.euid == 0 {
+        let uid = req.uid.unwrap_or(DEFAULT_UNPRIVILEGED_ID);
+        let gid = req.gid.unwrap_or(DEFAULT_UNPRIVILEGED_ID);
+        if uid == 0 || gid == 0 {
+            return Err(SetupError::new(
+                "identity",
+                "the agent never runs as host root: pass a non-zero --uid/--gid",
+            ));
+        }
+        return Ok(Identity {
+            outer_uid: uid,
+            outer_gid: gid,
+            inner_uid: uid,
+            inner_gid: gid,
+            privileged: true,
+        });
+    }
+    for (flag, asked, own) in [("--uid", req.uid, host.euid), ("--gid", req.gid, host.egid)] {
+        if let Some(id) = asked {
+            if id != own {
+                return Err(SetupError::new(
+                    "identity",
+                    format!("{flag} {id} needs root; as an ordinary user the agent runs as {own}"),
+                ));
+            }
+        }
+    }
+    Ok(Identity {
+        outer_uid: host.euid,
+        outer_gid: host.egid,
+        inner_uid: host.euid,
+        inner_gid: host.egid,
+        privileged: false,
+    })
+}
+
+/// The agent's HOME: the host's HOME path (so paths that mention it still
+/// make sense), but an empty tmpfs. `/home/agent` when HOME is unusable.
+fn inside_home(host: &Host) -> PathBuf {
+    match &host.home {
+        Some(h) if h.is_absolute() && !reserved(h) => {
+            fs::canonicalize(h).unwrap_or_else(|_| h.clone())
+        }
+        _ => PathBuf::from("/home/agent"),
+    }
+}
+
+/// `/`, `/tmp` itself, or a path the sandbox builds (`/proc`, `/dev`, `/sys`).
+fn reserved(path: &Path) -> bool {
+    path == Path::new("/") || path == Path::new("/tmp") || RESERVED.iter().any(|r| path.starts_with(r))
+}
+
+fn workspace(req: &RunRequest, host: &Host) -> Result<PathBuf, SetupError> {
+    let given = req.workspace.clone().unwrap_or_else(|| host.cwd.clone());
+    let ws = fs::canonicalize(&given).map_err(|e| {
+        SetupError::io("workspace", format!("{}", given.display()), e)
+    })?;
+    if !ws.is_dir() {
+        return Err(SetupError::new(
+            "workspace",
+            format!("{} is not a directory", ws.display()),
+        ));
+    }
+    if reserved(&ws) {
+        return Err(SetupError::new(
+            "workspace",
+            format!(
+                "{} cannot be the workspace (it is / or a path the sandbox builds itself); \
+                 pass --workspace DIR with a project directory",
+                ws.display()
+            ),
+        ));
+    }
+    for system in ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/var", "/run"] {
+        if Path::new(system).starts_with(&ws) || ws == Path::new(system) {
+            return Err(SetupError::new(
+                "workspace",
+                format!(
+                    "{} is or contains the system directory {system}; pass --workspace DIR \
+                     with a project directory",
+                    ws.display()
+                ),
+            ));
+        }
+    }
+    if let Some(home) = &host.home {
+        let home = fs::canonicalize(home).unwrap_or_else(|_| home.clone());
+        if home.starts_with(&ws) {
+            return Err(SetupError::new(
+                "workspace",
+                format!(
+                    "{} is or contains your home directory {}, whose credentials must stay \
+                     hidden; run from a project directory or pass --workspace DIR",
+                    ws.display(),
+                    home.display()
+                ),
+            ));
+        }
+    }
+    Ok(ws)
+}
+
+fn proc_steps() -> Vec<MountStep> {
+    let mut steps = vec![MountStep::Proc {
+        target: PathBuf::from("/proc"),
+    }];
+    // Writable in a fresh procfs for the namespace's root: make them
+    // read-only, as container runtimes do.
+    for sub in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        steps.push(MountStep::ReadOnlyAgain {
+            target: Path::new("/proc").join(sub),
+        });
+    }
+    steps
+}
+
+fn dev_steps() -> Vec<MountStep> {
+    let dev = Path::new("/dev");
+    let mut steps = vec![MountStep::Tmpfs {
+        target: dev.to_path_buf(),
+        mode: 0o755,
+        owner: None,
+        size: 64 << 10,
+    }];
+    for node in DEV_NODES {
+        steps.push(MountStep::Device {
+            source: dev.join(node),
+            target: dev.join(node),
+        });
+    }
+    steps.push(MountStep::DevPts {
+        target: dev.join("pts"),
+    });
+    steps.push(MountStep::Tmpfs {
+        target: dev.join("shm"),
+        mode: 0o1777,
+        owner: None,
+        size: 64 << 20,
+    });
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(MountStep::Symlink {
+            target: dev.join(link),
+            points_to: PathBuf::from(to),
+        });
+    }
+    steps
+}
+
+fn environment(
+    policy: &Policy,
+    req: &RunRequest,
+    host: &Host,
+    id: &Identity,
+    home: &Path,
+    cwd: &Path,
+) -> Result<Vec<(String, String)>, SetupError> {
+    let user = nix::unistd::User::from_uid(id.inner_uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "agent".to_string());
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), home.display().to_string()),
+        ("USER".into(), user.clone()),
+        ("LOGNAME".into(), user),
+        ("SHELL".into(), "/bin/sh".into()),
+        ("TMPDIR".into(), "/tmp".into()),
+        ("PWD".into(), cwd.display().to_string()),
+    ];
+    let mut set = |name: &str, value: String, env: &mut Vec<(String, String)>| {
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_string(), value));
+    };
+    for name in &policy.env_pass {
+        if let Some(v) = host.var(name).and_then(|v| v.to_str()) {
+            set(name, v.to_string(), &mut env);
+        }
+    }
+    for arg in &req.env {
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        if name.is_empty() || name.contains('\0') || value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(SetupError::new(
+                "environment",
+                format!("--env {name:?}: expected NAME or NAME=VALUE"),
+            ));
+        }
+        let value = match value {
+            Some(v) => v,
+            None => match host.var(name).and_then(|v| v.to_str()) {
+                Some(v) => v.to_string(),
+                None => continue,
+            },
+        };
+        set(name, value, &mut env);
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(euid: u32) -> Host {
+        Host {
+            euid,
+            egid: euid,
+            home: Some(PathBuf::from("/nonexistent-home-for-test")),
+            cwd: std::env::temp_dir(),
+            vars: vec![
+                ("HOME".into(), "/nonexistent-home-for-test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "canary".into()),
+                ("TERM".into(), "xterm".into()),
+                ("PATH".into(), "/host/only/bin".into()),
+            ],
+        }
+    }
+
+    fn request() -> RunRequest {
+        let ws = std::env::temp_dir().join(format!("airlock-plan-test-{}", std::process::id()));
+        fs::create_dir_all(&ws).expect("create test workspace");
+        RunRequest {
+            workspace: Some(ws),
+            argv: vec!["true".into()],
+            ..RunRequest::default()
+        }
+    }
+
+    #[test]
+    fn root_runs_the_agent_as_nobody_by_default() {
+        let plan = build(&Policy::embedded_default(), &request(), &host(0)).expect("plan");
+        assert_eq!(plan.identity.outer_uid, DEFAULT_UNPRIVILEGED_ID);
+        assert!(plan.identity.privileged);
+    }
+
+    #[test]
+    fn agent_as_host_root_is_refused() {
+        let mut req = request();
+        req.uid = Some(0);
+        let err = build(&Policy::embedded_default(), &req, &host(0)).unwrap_err();
+        assert_eq!(err.layer, "identity");
+    }
+
+    #[test]
+    fn ordinary_user_cannot_pick_another_uid() {
+        let mut req = request();
+        req.uid = Some(4242);
+        let err = build(&Policy::embedded_default(), &req, &host(1000)).unwrap_err();
+        assert!(err.message.contains("needs root"));
+    }
+
+    #[test]
+    fn host_secrets_and_path_do_not_pass_into_the_environment() {
+        let plan = build(&Policy::embedded_default(), &request(), &host(1000)).expect("plan");
+        assert!(!plan.env.iter().any(|(k, _)| k == "AWS_SECRET_ACCESS_KEY"));
+        assert!(plan.env.contains(&("PATH".into(), DEFAULT_PATH.into())));
+        assert!(plan.env.contains(&("TERM".into(), "xterm".into())));
+    }
+
+    #[test]
+    fn env_flag_sets_and_passes() {
+        let mut req = request();
+        req.env = vec!["FOO=bar".into(), "TERM".into(), "MISSING".into()];
+        let plan = build(&Policy::embedded_default(), &req, &host(1000)).expect("plan");
+        assert!(plan.env.contains(&("FOO".into(), "bar".into())));
+        assert!(!plan.env.iter().any(|(k, _)| k == "MISSING"));
+    }
+
+    #[test]
+    fn root_and_system_dirs_are_refused_as_workspace() {
+        for ws in ["/", "/usr", "/etc", "/proc", "/tmp"] {
+            let mut req = request();
+            req.workspace = Some(PathBuf::from(ws));
+            let err = build(&Policy::embedded_default(), &req, &host(1000)).unwrap_err();
+            assert_eq!(err.layer, "workspace", "{ws} was accepted");
+        }
+    }
+
+    #[test]
+    fn workspace_containing_home_is_refused() {
+        let req = request();
+        let mut h = host(1000);
+        h.home = req.workspace.as_ref().map(|w| w.join("me"));
+        let err = build(&Policy::embedded_default(), &req, &h).unwrap_err();
+        assert!(err.message.contains("home directory"));
+    }
+
+    #[test]
+    fn parents_are_mounted_before_children_and_masks_last() {
+        let plan = build(&Policy::embedded_default(), &request(), &host(1000)).expect("plan");
+        let tmp = plan.mounts.iter().position(|s| s.target() == Path::new("/tmp"));
+        let ws = plan.mounts.iter().position(|s| s.target() == plan.workspace);
+        assert!(tmp < ws, "/tmp must be mounted before a workspace under it");
+        let last_non_mask = plan
+            .mounts
+            .iter()
+            .rposition(|s| !matches!(s, MountStep::MaskFile { .. } | MountStep::MaskDir { .. }));
+        let first_mask = plan
+            .mounts
+            .iter()
+            .position(|s| matches!(s, MountStep::MaskFile { .. } | MountStep::MaskDir { .. }));
+        if let (Some(a), Some(b)) = (last_non_mask, first_mask) {
+            assert!(a < b);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `sandbox run`: the supervisor's side of a session. Creates the session,
+//! clones init into new namespaces, writes its id maps, relays setup errors,
+//! forwards signals, enforces the timeout and returns the exit code.
+
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::error::SetupError;
+use crate::init::{self, Channels};
+use crate::namespaces::{self, Side};
+use crate::plan::SandboxPlan;
+use crate::session::SessionDir;
+use crate::signals;
+
+/// Exit code when the timeout killed the sandbox (as `timeout(1)`).
+pub const TIMED_OUT: i32 = 124;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The agent's status (128+N for a signal).
+    Exited(i32),
+    /// `--timeout` expired and the sandbox was killed.
+    TimedOut,
+}
+
+impl Outcome {
+    /// The exit code `sandbox` returns.
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Exited(c) => c,
+            Outcome::TimedOut => TIMED_OUT,
+        }
+    }
+}
+
+/// Runs the plan to completion. Must be called while single-threaded.
+pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
+    let started = Instant::now();
+    let id = &plan.identity;
+    let session = SessionDir::create(id.privileged.then_some((id.outer_uid, id.outer_gid)))?;
+    let (go_read, go_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let mask = signals::supervised();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| SetupError::io("supervisor", "block signals", e))?;
+
+    let child = match namespaces::clone_into_namespaces()? {
+        Side::Child => {
+            drop(go_write);
+            drop(err_read);
+            init::run(
+                plan,
+                &session.root(),
+                Channels {
+                    go: go_read,
+                    errors: err_write,
+                },
+            )
+        }
+        Side::Parent(pid) => pid,
+    };
+    drop(go_read);
+    drop(err_write);
+    // From here on, any early return must not leave the child behind.
+    let guard = KillOnDrop(child);
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
+    namespaces::write_id_maps(child, &plan.identity)?;
+    nix::unistd::write(&go_write, b"1").map_err(|e| SetupError::io("supervisor", "start init", e))?;
+
+    let setup_error = read_all(err_read);
+    if !setup_error.is_empty() {
+        let _ = waitpid(child, None);
+        std::mem::forget(guard);
+        return Err(parse_setup_error(&setup_error));
+    }
+
+    let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t));
+    std::mem::forget(guard);
+    // Keep the go pipe open until init is gone: its hang-up means "the
+    // supervisor died".
+    drop(go_write);
+    drop(session);
+    Ok(outcome)
+}
+
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGKILL);
+        let _ = waitpid(self.0, None);
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SetupError::io("supervisor", "pipe", e))
+}
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match nix::unistd::read(&fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Init and the agent report "layer: message".
+fn parse_setup_error(text: &str) -> SetupError {
+    const LAYERS: &[&str] = &[
+        "namespaces",
+        "mounts",
+        "network",
+        "identity",
+        "capabilities",
+        "landlock",
+        "seccomp",
+        "workspace",
+        "agent",
+        "init",
+    ];
+    if let Some((layer, message)) = text.split_once(": ") {
+        if let Some(known) = LAYERS.iter().find(|l| **l == layer) {
+            return SetupError::new(known, message.trim_end());
+        }
+    }
+    SetupError::new("init", text.trim_end())
+}
+
+/// Waits for init, forwarding signals and enforcing the deadline.
+fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
+    loop {
+        if let Some(code) = exited(child) {
+            return Outcome::Exited(code);
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Outcome::TimedOut;
+                }
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(sfd), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(_) => continue,
+            Ok(_) => {}
+        }
+        if let Ok(Some(info)) = sfd.read_signal() {
+            let signo = info.ssi_signo as i32;
+            if signo != libc::SIGCHLD {
+                if let Ok(sig) = Signal::try_from(signo) {
+                    let _ = kill(child, sig);
+                }
+            }
+        }
+    }
+}
+
+fn exited(child: Pid) -> Option<i32> {
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+        Ok(_) => None,
+        Err(_) => Some(init::SETUP_FAILED),
+    }
+}
