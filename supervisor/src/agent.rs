@@ -6,7 +6,6 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
@@ -44,8 +43,19 @@ fn confine(plan: &SandboxPlan) -> Result<(), SetupError> {
     reset_signals()?;
     // Nothing but stdin, stdout and stderr crosses execve.
     // SAFETY: close_range only marks descriptors close-on-exec.
-    if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } != 0 {
-        return Err(SetupError::io("agent", "mark fds close-on-exec", std::io::Error::last_os_error()));
+    if unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    } != 0
+    {
+        return Err(SetupError::io(
+            "agent",
+            "mark fds close-on-exec",
+            std::io::Error::last_os_error(),
+        ));
     }
     landlock::restrict_self(&plan.landlock)?;
     seccomp::install(&plan.seccomp)
@@ -90,7 +100,8 @@ fn exec_command(plan: &SandboxPlan) -> i32 {
     let mut denied = None;
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
-        let Ok(candidate) = CString::new([dir.as_bytes(), b"/", program.as_bytes()].concat()) else {
+        let Ok(candidate) = CString::new([dir.as_bytes(), b"/", program.as_bytes()].concat())
+        else {
             continue;
         };
         match execve(&candidate, &plan.argv, &env) {
@@ -123,4 +134,3 @@ fn failed(name: &str, err: Errno) -> i32 {
         CANNOT_EXECUTE
     }
 }
-

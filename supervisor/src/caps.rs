@@ -19,7 +19,11 @@ pub fn drop_all() -> Result<(), SetupError> {
         if let Err(e) = ::caps::drop(None, CapSet::Bounding, cap) {
             // Capabilities newer than this kernel are not in its bounding set.
             if ::caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-                return Err(SetupError::io(LAYER, format!("drop {cap} from bounding set"), e));
+                return Err(SetupError::io(
+                    LAYER,
+                    format!("drop {cap} from bounding set"),
+                    e,
+                ));
             }
         }
     }
@@ -59,4 +63,3 @@ fn verify_empty() -> Result<(), SetupError> {
     }
     Ok(())
 }
-

@@ -38,7 +38,9 @@ pub fn main() -> ExitCode {
 }
 
 fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn kernel() -> Check {
@@ -66,7 +68,9 @@ fn user_namespaces() -> Check {
         detail.push_str(&format!(", apparmor_restrict_unprivileged_userns={v}"));
     }
     if !ok {
-        detail.push_str(" (fix: sysctl -w user.max_user_namespaces=10000 kernel.unprivileged_userns_clone=1)");
+        detail.push_str(
+            " (fix: sysctl -w user.max_user_namespaces=10000 kernel.unprivileged_userns_clone=1)",
+        );
     }
     Check {
         name: "user namespaces",
@@ -110,8 +114,12 @@ fn cgroups() -> Check {
     let v2_root = mounts
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/cgroup") && l.contains("cgroup2"));
-    let v2_any = mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2"));
-    let v1 = mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup"));
+    let v2_any = mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("cgroup2"));
+    let v1 = mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("cgroup"));
     let detail = match (v2_root, v2_any, v1) {
         (true, _, _) => "cgroup v2 (unified)",
         (false, true, true) => "hybrid: cgroup v1 controllers with a v2 hierarchy",

@@ -61,7 +61,12 @@ fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<(), SetupE
     let mut byte = [0u8; 1];
     match nix::unistd::read(go, &mut byte) {
         Ok(1) => {}
-        _ => return Err(SetupError::new("init", "the supervisor went away during setup")),
+        _ => {
+            return Err(SetupError::new(
+                "init",
+                "the supervisor went away during setup",
+            ))
+        }
     }
     // Our own session: the caller's terminal signals reach the supervisor
     // only, which forwards them exactly once.
@@ -80,7 +85,10 @@ fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<(), SetupE
         .revents()
         .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
     {
-        return Err(SetupError::new("init", "the supervisor went away during setup"));
+        return Err(SetupError::new(
+            "init",
+            "the supervisor went away during setup",
+        ));
     }
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| SetupError::io("namespaces", "set hostname", e))?;
@@ -88,7 +96,8 @@ fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<(), SetupE
     network::loopback_up()?;
     caps::drop_all()?;
     // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| SetupError::io("init", "set not dumpable", e))?;
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| SetupError::io("init", "set not dumpable", e))?;
     std::env::set_current_dir(&plan.cwd)
         .map_err(|e| SetupError::io("workspace", format!("chdir {}", plan.cwd.display()), e))?;
     Ok(())
@@ -109,7 +118,8 @@ fn become_agent_user(id: &Identity) -> Result<(), SetupError> {
         nix::unistd::setgroups(&[gid])
             .map_err(|e| SetupError::io("identity", "drop supplementary groups", e))?;
     }
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SetupError::io("identity", "setresgid", e))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| SetupError::io("identity", "setresgid", e))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| SetupError::io("identity", "setresuid", e))
 }
 
@@ -176,4 +186,3 @@ fn reap(agent: Pid) -> Option<i32> {
         }
     }
 }
-

@@ -211,7 +211,11 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
                 None::<&str>,
             )
             .map_err(|e| SetupError::io(LAYER, what("bind device"), e))?;
-            set_attrs(&at, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC, false)
+            set_attrs(
+                &at,
+                libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC,
+                false,
+            )
         }
         MountStep::Symlink { points_to, .. } => {
             if let Some(parent) = at.parent() {
@@ -370,6 +374,9 @@ mod tests {
             under(Path::new("/s/root"), Path::new("/usr/lib")),
             PathBuf::from("/s/root/usr/lib")
         );
-        assert_eq!(under(Path::new("/s/root"), Path::new("/")), PathBuf::from("/s/root"));
+        assert_eq!(
+            under(Path::new("/s/root"), Path::new("/")),
+            PathBuf::from("/s/root")
+        );
     }
 }

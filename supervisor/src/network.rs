@@ -21,11 +21,19 @@ pub fn loopback_up() -> Result<(), SetupError> {
     // SAFETY: `req` is a valid ifreq naming "lo" and outlives both calls.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(SetupError::io("network", "read lo flags", std::io::Error::last_os_error()));
+            return Err(SetupError::io(
+                "network",
+                "read lo flags",
+                std::io::Error::last_os_error(),
+            ));
         }
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(SetupError::io("network", "bring lo up", std::io::Error::last_os_error()));
+            return Err(SetupError::io(
+                "network",
+                "bring lo up",
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())

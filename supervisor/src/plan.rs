@@ -110,10 +110,6 @@ pub struct SandboxPlan {
     pub argv: Vec<CString>,
     /// The agent's working directory (inside).
     pub cwd: PathBuf,
-    /// The workspace (same path inside and out).
-    pub workspace: PathBuf,
-    /// The agent's HOME (inside; an empty tmpfs).
-    pub home: PathBuf,
     /// Hostname inside the UTS namespace.
     pub hostname: String,
     /// Wall-clock limit.
@@ -147,8 +143,9 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         match fs::symlink_metadata(path) {
             Err(_) => continue,
             Ok(m) if m.file_type().is_symlink() => {
-                let points_to = fs::read_link(path)
-                    .map_err(|e| SetupError::io("mounts", format!("readlink {}", path.display()), e))?;
+                let points_to = fs::read_link(path).map_err(|e| {
+                    SetupError::io("mounts", format!("readlink {}", path.display()), e)
+                })?;
                 layout.push(MountStep::Symlink {
                     target: path.clone(),
                     points_to,
@@ -259,14 +256,11 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             .argv
             .iter()
             .map(|a| {
-                CString::new(a.as_bytes()).map_err(|_| {
-                    SetupError::new("command", "an argument contains a NUL byte")
-                })
+                CString::new(a.as_bytes())
+                    .map_err(|_| SetupError::new("command", "an argument contains a NUL byte"))
             })
             .collect::<Result<_, _>>()?,
         cwd,
-        workspace,
-        home,
         hostname: "airlock".to_string(),
         timeout: req.timeout,
     })
@@ -322,14 +316,15 @@ fn inside_home(host: &Host) -> PathBuf {
 
 /// `/`, `/tmp` itself, or a path the sandbox builds (`/proc`, `/dev`, `/sys`).
 fn reserved(path: &Path) -> bool {
-    path == Path::new("/") || path == Path::new("/tmp") || RESERVED.iter().any(|r| path.starts_with(r))
+    path == Path::new("/")
+        || path == Path::new("/tmp")
+        || RESERVED.iter().any(|r| path.starts_with(r))
 }
 
 fn workspace(req: &RunRequest, host: &Host) -> Result<PathBuf, SetupError> {
     let given = req.workspace.clone().unwrap_or_else(|| host.cwd.clone());
-    let ws = fs::canonicalize(&given).map_err(|e| {
-        SetupError::io("workspace", format!("{}", given.display()), e)
-    })?;
+    let ws = fs::canonicalize(&given)
+        .map_err(|e| SetupError::io("workspace", format!("{}", given.display()), e))?;
     if !ws.is_dir() {
         return Err(SetupError::new(
             "workspace",
@@ -346,7 +341,9 @@ fn workspace(req: &RunRequest, host: &Host) -> Result<PathBuf, SetupError> {
             ),
         ));
     }
-    for system in ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/var", "/run"] {
+    for system in [
+        "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/var", "/run",
+    ] {
         if Path::new(system).starts_with(&ws) || ws == Path::new(system) {
             return Err(SetupError::new(
                 "workspace",
@@ -449,7 +446,7 @@ fn environment(
         ("TMPDIR".into(), "/tmp".into()),
         ("PWD".into(), cwd.display().to_string()),
     ];
-    let mut set = |name: &str, value: String, env: &mut Vec<(String, String)>| {
+    let set = |name: &str, value: String, env: &mut Vec<(String, String)>| {
         env.retain(|(k, _)| k != name);
         env.push((name.to_string(), value));
     };
@@ -463,7 +460,10 @@ fn environment(
             Some((n, v)) => (n, Some(v.to_string())),
             None => (arg.as_str(), None),
         };
-        if name.is_empty() || name.contains('\0') || value.as_deref().is_some_and(|v| v.contains('\0')) {
+        if name.is_empty()
+            || name.contains('\0')
+            || value.as_deref().is_some_and(|v| v.contains('\0'))
+        {
             return Err(SetupError::new(
                 "environment",
                 format!("--env {name:?}: expected NAME or NAME=VALUE"),
@@ -571,9 +571,14 @@ mod tests {
 
     #[test]
     fn parents_are_mounted_before_children_and_masks_last() {
-        let plan = build(&Policy::embedded_default(), &request(), &host(1000)).expect("plan");
-        let tmp = plan.mounts.iter().position(|s| s.target() == Path::new("/tmp"));
-        let ws = plan.mounts.iter().position(|s| s.target() == plan.workspace);
+        let req = request();
+        let plan = build(&Policy::embedded_default(), &req, &host(1000)).expect("plan");
+        let workspace = fs::canonicalize(req.workspace.expect("set")).expect("exists");
+        let tmp = plan
+            .mounts
+            .iter()
+            .position(|s| s.target() == Path::new("/tmp"));
+        let ws = plan.mounts.iter().position(|s| s.target() == workspace);
         assert!(tmp < ws, "/tmp must be mounted before a workspace under it");
         let last_non_mask = plan
             .mounts

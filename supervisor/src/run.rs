@@ -74,7 +74,8 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
     namespaces::write_id_maps(child, &plan.identity)?;
-    nix::unistd::write(&go_write, b"1").map_err(|e| SetupError::io("supervisor", "start init", e))?;
+    nix::unistd::write(&go_write, b"1")
+        .map_err(|e| SetupError::io("supervisor", "start init", e))?;
 
     let setup_error = read_all(err_read);
     if !setup_error.is_empty() {
@@ -160,7 +161,10 @@ fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
                     .unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(sfd), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(sfd),
+            PollFlags::POLLIN,
+        )];
         match poll(&mut fds, timeout) {
             Ok(0) | Err(_) => continue,
             Ok(_) => {}

@@ -233,9 +233,12 @@ pub fn install(plan: &SeccompPlan) -> Result<(), SetupError> {
 }
 
 // Classic BPF for the guard program (linux/filter.h, linux/seccomp.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_JEQ_K: u16 = 0x05 | 0x10;
-const BPF_JGE_K: u16 = 0x05 | 0x30;
+/// BPF_LD | BPF_W | BPF_ABS.
+const BPF_LD_W_ABS: u16 = 0x20;
+/// BPF_JMP | BPF_JEQ | BPF_K.
+const BPF_JEQ_K: u16 = 0x15;
+/// BPF_JMP | BPF_JGE | BPF_K.
+const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
 const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;

@@ -4,7 +4,7 @@
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::SetupError;
@@ -13,7 +13,6 @@ use crate::error::SetupError;
 #[derive(Debug)]
 pub struct SessionDir {
     path: PathBuf,
-    id: String,
 }
 
 impl SessionDir {
@@ -39,7 +38,7 @@ impl SessionDir {
         builder
             .create(&path)
             .map_err(|e| SetupError::io("session", format!("create {}", path.display()), e))?;
-        let session = Self { path, id };
+        let session = Self { path };
         builder.mode(0o700);
         builder
             .create(session.root())
@@ -54,16 +53,6 @@ impl SessionDir {
     /// Mount point of the sandbox's new root (inside init's mount namespace).
     pub fn root(&self) -> PathBuf {
         self.path.join("root")
-    }
-
-    /// The session id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The directory itself.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
