@@ -129,7 +129,9 @@ fn cgroups() -> Check {
     Check {
         name: "cgroups",
         ok: true,
-        detail: format!("{detail} (limits: see issue tracker; namespace always created)"),
+        detail: format!(
+            "{detail} (a cgroup namespace is always created; limits are not applied yet)"
+        ),
     }
 }
 
