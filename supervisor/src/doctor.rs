@@ -141,7 +141,8 @@ fn trial_run() -> Check {
     let result = exe.map_err(|e| e.to_string()).and_then(|exe| {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         if nix::unistd::geteuid().is_root() {
-            let _ = std::os::unix::fs::chown(&dir, Some(65534), Some(65534));
+            let id = crate::plan::DEFAULT_UNPRIVILEGED_ID;
+            let _ = std::os::unix::fs::chown(&dir, Some(id), Some(id));
         }
         Command::new(exe)
             .args(["run", "--workspace"])
