@@ -1,3 +1,52 @@
-//! The egress proxy: the sandbox's only way out (domain allowlists, credential
-//! injection, audit log). A stub until its milestone; `sandbox run` gives the
-//! sandbox no network at all until then.
+//! airlock's egress proxy: the sandbox's only way out.
+//!
+//! The sandbox reaches it through one Unix socket. On that socket it speaks
+//! HTTP/1.1 (absolute-form forward proxy and `CONNECT`) and SOCKS5, sniffed
+//! from the first byte. Every destination is decided by [`decide`] before
+//! any DNS lookup, every resolved address is checked again (the SSRF guard),
+//! and every connection and plain-HTTP request is written to the audit log.
+//!
+//! `sandbox run` starts one [`SessionProxy`] per session; `egress-proxy
+//! serve` runs the same code as a long-lived sidecar.
+
+pub mod audit;
+pub mod decide;
+pub mod gate;
+pub mod http;
+pub mod ipclass;
+pub mod limits;
+pub mod meter;
+pub mod name;
+pub mod policy;
+pub mod proxy;
+pub mod resolve;
+pub mod session;
+pub mod socks;
+pub mod tunnel;
+
+pub use audit::AuditLog;
+pub use limits::Limits;
+pub use policy::NetworkPolicy;
+pub use proxy::Proxy;
+pub use session::SessionProxy;
+
+/// A random 128-bit session id in hex, from the kernel's CSPRNG.
+pub fn new_session_id() -> String {
+    let mut buf = [0u8; 16];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most len bytes into the valid buffer.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            use std::io::Read;
+            if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+                let _ = f.read_exact(&mut buf[filled..]);
+            }
+            break;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run CMD sandboxed: `sandbox run [OPTIONS] -- CMD [ARGS...]`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report what this host supports and whether `sandbox run` works here.
     Doctor,
 }
@@ -43,6 +43,28 @@ pub struct RunArgs {
     /// Host gid the agent runs as (root only; default 65534).
     #[arg(long, value_name = "GID")]
     pub gid: Option<u32>,
+    /// Allow a destination: `api.example.com`, `*.example.com` (subdomains
+    /// only), or `host:PORT` (repeatable). Nothing is allowed by default.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow: Vec<String>,
+    /// Deny a destination pattern; a deny always wins (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub deny: Vec<String>,
+    /// Allow dialling addresses in CIDR even though they are not public
+    /// (loopback, private...), and IP literals inside it (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
+    /// Allow PORT for entries without one, besides 80 and 443 (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub allow_port: Vec<u16>,
+    /// Use the egress proxy already listening on this socket (a sidecar
+    /// running `egress-proxy serve`) instead of starting one.
+    #[arg(long, value_name = "PATH")]
+    pub egress_socket: Option<PathBuf>,
+    /// Append audit events (JSON lines) to FILE [default: /var/log/airlock/audit.jsonl
+    /// as root, else ~/.local/state/airlock/audit.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -1,6 +1,7 @@
 //! PID 1 of the sandbox: builds the filesystem view, drops its own
-//! privileges, starts the agent, forwards signals to it, reaps every
-//! orphan, and exits with the agent's status. When it exits the kernel
+//! privileges, starts the agent, relays the proxy ports to the egress
+//! socket, forwards signals to the agent, reaps every orphan, and exits
+//! with the agent's status. When it exits the kernel
 //! kills everything left in the PID namespace, so nothing the agent started
 //! outlives it.
 
@@ -9,8 +10,10 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::signalfd::SignalFd;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 
@@ -20,6 +23,7 @@ use crate::error::SetupError;
 use crate::mounts;
 use crate::network;
 use crate::plan::{Identity, SandboxPlan};
+use crate::relay::Relay;
 use crate::signals;
 
 /// Exit code when the sandbox could not be set up.
@@ -39,8 +43,8 @@ pub struct Channels {
 pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
     let Channels { go, errors } = channels;
     let code = match setup(plan, new_root, &go) {
-        Ok(()) => match start_agent(plan, errors) {
-            Ok((agent, sfd)) => supervise(agent, &sfd),
+        Ok(relay) => match start_agent(plan, errors, relay) {
+            Ok((agent, sfd, relay)) => supervise(agent, &sfd, relay),
             Err((e, errors)) => report(&errors, &e),
         },
         Err(e) => report(&errors, &e),
@@ -56,7 +60,7 @@ pub fn report(errors: &OwnedFd, err: &SetupError) -> i32 {
     SETUP_FAILED
 }
 
-fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<(), SetupError> {
+fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<Relay, SetupError> {
     die_with_supervisor()?;
     let mut byte = [0u8; 1];
     match nix::unistd::read(go, &mut byte) {
@@ -94,13 +98,28 @@ fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<(), SetupE
         .map_err(|e| SetupError::io("namespaces", "set hostname", e))?;
     mounts::build_root(new_root, &plan.mounts)?;
     network::loopback_up()?;
+    let relay = Relay::bind(
+        &plan.egress.relay_ports,
+        &plan.egress.inside_socket,
+        relay_capacity(),
+    )?;
     caps::drop_all()?;
     // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| SetupError::io("init", "set not dumpable", e))?;
     std::env::set_current_dir(&plan.cwd)
         .map_err(|e| SetupError::io("workspace", format!("chdir {}", plan.cwd.display()), e))?;
-    Ok(())
+    Ok(relay)
+}
+
+/// How many relayed connections init can hold: each costs six descriptors
+/// (two sockets, two pipes). Init raises its own soft limit to the hard one
+/// after the agent is forked, so the agent keeps the limit it was given.
+fn relay_capacity() -> usize {
+    let hard = getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024);
+    (hard.min(1 << 16) as usize).saturating_sub(32) / 6
 }
 
 /// SIGKILL for us when the supervisor dies, so the sandbox never outlives it.
@@ -125,10 +144,14 @@ fn become_agent_user(id: &Identity) -> Result<(), SetupError> {
 
 type StartError = (SetupError, OwnedFd);
 
-fn start_agent(plan: &SandboxPlan, errors: OwnedFd) -> Result<(Pid, SignalFd), StartError> {
+fn start_agent(
+    plan: &SandboxPlan,
+    errors: OwnedFd,
+    relay: Relay,
+) -> Result<(Pid, SignalFd, Relay), StartError> {
     let sfd = match SignalFd::with_flags(
         &signals::supervised(),
-        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     ) {
         Ok(s) => s,
         Err(e) => return Err((SetupError::io("init", "signalfd", e), errors)),
@@ -138,38 +161,77 @@ fn start_agent(plan: &SandboxPlan, errors: OwnedFd) -> Result<(Pid, SignalFd), S
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(sfd);
+            drop(relay);
             agent::exec(plan, errors)
         }
         Ok(ForkResult::Parent { child }) => {
             // Our copy closes now; the agent's closes at execve, which the
             // supervisor sees as EOF: setup succeeded.
             drop(errors);
-            Ok((child, sfd))
+            if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+            Ok((child, sfd, relay))
         }
         Err(e) => Err((SetupError::io("init", "fork the agent", e), errors)),
     }
 }
 
-/// Forwards signals to the agent and reaps until the agent exits; returns
-/// its exit code (128+N for death by signal N).
-fn supervise(agent: Pid, sfd: &SignalFd) -> i32 {
+/// Token of the signalfd in init's epoll set (relay tokens are below it).
+const SIGNAL_TOKEN: u64 = u64::MAX;
+
+/// Relays connections, forwards signals to the agent and reaps until the
+/// agent exits; returns its exit code (128+N for death by signal N).
+fn supervise(agent: Pid, sfd: &SignalFd, mut relay: Relay) -> i32 {
+    let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
+        return SETUP_FAILED;
+    };
+    if epoll
+        .add(
+            sfd.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN),
+        )
+        .is_err()
+        || relay.register(&epoll).is_err()
+    {
+        return SETUP_FAILED;
+    }
+    // The agent may have exited before the signalfd was watched.
+    if let Some(code) = reap(agent) {
+        return code;
+    }
+    let mut events = [EpollEvent::empty(); 64];
     loop {
-        let signo = match sfd.read_signal() {
-            Ok(Some(info)) => info.ssi_signo as i32,
-            Ok(None) | Err(Errno::EINTR) => continue,
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
             Err(_) => return SETUP_FAILED,
         };
-        if signo == libc::SIGCHLD {
-            if let Some(code) = reap(agent) {
-                return code;
+        for ev in &events[..n] {
+            if ev.data() != SIGNAL_TOKEN {
+                relay.on_event(&epoll, ev.data());
+                continue;
             }
-            continue;
-        }
-        if let Ok(sig) = Signal::try_from(signo) {
-            // The agent leads its own process group: signal all of it, as a
-            // terminal would.
-            if kill(Pid::from_raw(-agent.as_raw()), sig).is_err() {
-                let _ = kill(agent, sig);
+            loop {
+                let signo = match sfd.read_signal() {
+                    Ok(Some(info)) => info.ssi_signo as i32,
+                    Ok(None) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => return SETUP_FAILED,
+                };
+                if signo == libc::SIGCHLD {
+                    if let Some(code) = reap(agent) {
+                        return code;
+                    }
+                    continue;
+                }
+                if let Ok(sig) = Signal::try_from(signo) {
+                    // The agent leads its own process group: signal all of
+                    // it, as a terminal would.
+                    if kill(Pid::from_raw(-agent.as_raw()), sig).is_err() {
+                        let _ = kill(agent, sig);
+                    }
+                }
             }
         }
     }

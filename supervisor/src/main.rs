@@ -9,6 +9,7 @@ mod agent;
 mod caps;
 mod cli;
 mod doctor;
+mod egress;
 mod error;
 mod init;
 mod landlock;
@@ -17,6 +18,7 @@ mod namespaces;
 mod network;
 mod plan;
 mod policy;
+mod relay;
 mod run;
 mod seccomp;
 mod session;
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run_command(args),
+        Command::Run(args) => run_command(*args),
         Command::Doctor => doctor::main(),
     }
 }
@@ -54,6 +56,14 @@ fn run_command(args: RunArgs) -> ExitCode {
         gid: args.gid,
         timeout: args.timeout,
         argv: args.command,
+        network: egress::NetworkRequest {
+            allow: args.allow,
+            deny: args.deny,
+            allow_cidr: args.allow_cidr,
+            allow_port: args.allow_port,
+            egress_socket: args.egress_socket,
+            audit_log: args.audit_log,
+        },
     };
     let result = plan::Host::current()
         .and_then(|host| plan::build(&policy::Policy::embedded_default(), &request, &host))

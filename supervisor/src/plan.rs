@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::egress::{self, EgressPlan, NetworkRequest};
 use crate::error::SetupError;
 use crate::landlock::{FsAccess, FsRule, LandlockPlan};
 use crate::mounts::{MountStep, DEV_NODES};
@@ -17,8 +18,6 @@ use crate::seccomp::{self, SeccompPlan};
 
 /// The uid/gid the agent gets when `sandbox` runs as root and none is given.
 pub const DEFAULT_UNPRIVILEGED_ID: u32 = 65534;
-/// The in-sandbox TCP ports the agent may connect to (HTTP and SOCKS5 relays).
-pub const RELAY_PORTS: &[u16] = &[3128, 1080];
 /// The PATH the agent gets unless `--env PATH` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Size of the private `/tmp`.
@@ -43,6 +42,8 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// The command and its arguments.
     pub argv: Vec<OsString>,
+    /// Network flags.
+    pub network: NetworkRequest,
 }
 
 /// Facts about the invoking process that the plan depends on.
@@ -58,6 +59,8 @@ pub struct Host {
     pub cwd: PathBuf,
     /// The whole environment of `sandbox`.
     pub vars: Vec<(OsString, OsString)>,
+    /// A fresh random id for this session.
+    pub session_id: String,
 }
 
 impl Host {
@@ -70,6 +73,7 @@ impl Host {
             cwd: std::env::current_dir()
                 .map_err(|e| SetupError::io("workspace", "current directory", e))?,
             vars: std::env::vars_os().collect(),
+            session_id: egress_proxy::new_session_id(),
         })
     }
 
@@ -114,6 +118,12 @@ pub struct SandboxPlan {
     pub hostname: String,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
+    /// This session's id (in the audit log and `AIRLOCK_SESSION_ID`).
+    pub session_id: String,
+    /// The session's private directory on the host.
+    pub session_dir: PathBuf,
+    /// The way out.
+    pub egress: EgressPlan,
 }
 
 /// Builds the plan. Reads file metadata to see which policy paths exist,
@@ -126,6 +136,16 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         ));
     }
     let identity = identity(req, host)?;
+    let session_dir = session_dir(host);
+    let egress = egress::plan(
+        &req.network,
+        &session_dir,
+        egress::default_audit_log(
+            host.euid,
+            host.home.as_deref(),
+            host.var("XDG_STATE_HOME").map(Path::new),
+        ),
+    )?;
     let home = inside_home(host);
     let workspace = workspace(req, host)?;
     let cwd = if host.cwd.starts_with(&workspace) {
@@ -184,6 +204,11 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         mode: 0o1777,
         owner: None,
         size: TMP_SIZE,
+    });
+    layout.push(MountStep::Bind {
+        source: egress.host_socket.clone(),
+        target: egress.inside_socket.clone(),
+        writable: true,
     });
     layout.push(MountStep::Tmpfs {
         target: home.clone(),
@@ -248,10 +273,13 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         mounts,
         landlock: LandlockPlan {
             fs: rules,
-            tcp_connect: RELAY_PORTS.to_vec(),
+            tcp_connect: egress.relay_ports.clone(),
         },
         seccomp: seccomp::compile()?,
         env: environment(policy, req, host, &identity, &home, &cwd)?,
+        session_id: host.session_id.clone(),
+        session_dir,
+        egress,
         argv: req
             .argv
             .iter()
@@ -301,6 +329,18 @@ fn identity(req: &RunRequest, host: &Host) -> Result<Identity, SetupError> {
         inner_gid: host.egid,
         privileged: false,
     })
+}
+
+/// `airlock-<id>` under `$XDG_RUNTIME_DIR`, else the system temp dir. The
+/// name carries 64 random bits, so it cannot be guessed.
+fn session_dir(host: &Host) -> PathBuf {
+    let base = host
+        .var("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let short: String = host.session_id.chars().take(16).collect();
+    base.join(format!("airlock-{short}"))
 }
 
 /// The agent's HOME: the host's HOME path (so paths that mention it still
@@ -445,7 +485,9 @@ fn environment(
         ("SHELL".into(), "/bin/sh".into()),
         ("TMPDIR".into(), "/tmp".into()),
         ("PWD".into(), cwd.display().to_string()),
+        ("AIRLOCK_SESSION_ID".into(), host.session_id.clone()),
     ];
+    env.extend(egress::proxy_env());
     let set = |name: &str, value: String, env: &mut Vec<(String, String)>| {
         env.retain(|(k, _)| k != name);
         env.push((name.to_string(), value));
@@ -497,6 +539,7 @@ mod tests {
                 ("TERM".into(), "xterm".into()),
                 ("PATH".into(), "/host/only/bin".into()),
             ],
+            session_id: "0123456789abcdef0123456789abcdef".into(),
         }
     }
 

@@ -3,7 +3,12 @@
 //! forwards signals, enforces the timeout and returns the exit code.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
 use std::time::Instant;
+
+use egress_proxy::{AuditLog, Limits, Proxy, SessionProxy};
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -12,6 +17,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::egress::ProxyPlacement;
 use crate::error::SetupError;
 use crate::init::{self, Channels};
 use crate::namespaces::{self, Side};
@@ -45,7 +51,11 @@ impl Outcome {
 pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     let started = Instant::now();
     let id = &plan.identity;
-    let session = SessionDir::create(id.privileged.then_some((id.outer_uid, id.outer_gid)))?;
+    let session = SessionDir::create(
+        &plan.session_dir,
+        id.privileged.then_some((id.outer_uid, id.outer_gid)),
+    )?;
+    let egress = prepare_egress(plan)?;
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let mask = signals::supervised();
@@ -54,6 +64,7 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
 
     let child = match namespaces::clone_into_namespaces()? {
         Side::Child => {
+            drop(egress);
             drop(go_write);
             drop(err_read);
             init::run(
@@ -71,6 +82,13 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     drop(err_write);
     // From here on, any early return must not leave the child behind.
     let guard = KillOnDrop(child);
+    let session_proxy = match egress {
+        Some((listener, proxy)) => Some(
+            SessionProxy::start(listener, proxy)
+                .map_err(|e| SetupError::io("network", "start the egress proxy", e))?,
+        ),
+        None => None,
+    };
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
     namespaces::write_id_maps(child, &plan.identity)?;
@@ -89,8 +107,36 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     // Keep the go pipe open until init is gone: its hang-up means "the
     // supervisor died".
     drop(go_write);
+    // The sandbox is gone, so its connections are closing: let the proxy
+    // record them before it stops.
+    drop(session_proxy);
     drop(session);
     Ok(outcome)
+}
+
+/// Binds the session proxy's socket (before the clone, so init can mount
+/// it) and opens its audit log; fails closed if either is impossible.
+fn prepare_egress(plan: &SandboxPlan) -> Result<Option<(UnixListener, Arc<Proxy>)>, SetupError> {
+    let ProxyPlacement::Session { policy, audit_log } = &plan.egress.proxy else {
+        return Ok(None);
+    };
+    let audit = AuditLog::open(audit_log, &plan.session_id)
+        .map_err(|e| SetupError::io("audit", format!("open {}", audit_log.display()), e))?;
+    let path = &plan.egress.host_socket;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| SetupError::io("network", format!("listen on {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| SetupError::io("network", format!("chmod {}", path.display()), e))?;
+    let id = &plan.identity;
+    if id.privileged {
+        // The relay in init runs as the agent's uid and must connect.
+        std::os::unix::fs::chown(path, Some(id.outer_uid), Some(id.outer_gid))
+            .map_err(|e| SetupError::io("network", format!("chown {}", path.display()), e))?;
+    }
+    Ok(Some((
+        listener,
+        Proxy::new(policy.clone(), Limits::default(), audit),
+    )))
 }
 
 struct KillOnDrop(Pid);

@@ -32,12 +32,12 @@ pub enum When {
         /// Index of the flags argument.
         arg: u8,
     },
-    /// When the address family (`arg`, low 32 bits) is not AF_UNIX, AF_INET
-    /// or AF_INET6.
-    FamilyNotInet {
-        /// Index of the family argument.
-        arg: u8,
-    },
+    /// When the socket is anything but a Unix socket or a plain TCP socket:
+    /// another family (raw, packet, netlink, vsock...), or an IP socket of
+    /// another type or protocol (UDP, raw IP, ICMP, SCTP, MPTCP). The only
+    /// way out is TCP to the relay; UDP has nowhere to go and would only
+    /// make DNS lookups hang instead of failing at once.
+    NotUnixOrTcp,
     /// When the ioctl request's low 32 bits are TIOCSTI or TIOCLINUX (the
     /// kernel ignores the high bits, so comparing all 64 would be bypassable:
     /// CVE-2019-10063, CVE-2016-7545).
@@ -122,9 +122,10 @@ pub fn deny_table() -> Vec<Deny> {
         deny!(SYS_personality, When::PersonaChange),
         // Keystroke injection into the caller's terminal.
         deny!(SYS_ioctl, When::TerminalInjection),
-        // Raw, packet, netlink, vsock, bluetooth...: only Unix and IP sockets.
-        deny!(SYS_socket, When::FamilyNotInet { arg: 0 }),
-        deny!(SYS_socketpair, When::FamilyNotInet { arg: 0 }),
+        // Only Unix sockets and TCP (to the relay): no raw, packet, netlink,
+        // vsock or bluetooth sockets, no UDP.
+        deny!(SYS_socket, When::NotUnixOrTcp),
+        deny!(SYS_socketpair, When::NotUnixOrTcp),
         // Host administration, refused without capabilities anyway.
         deny!(SYS_acct),
         deny!(SYS_swapon),
@@ -170,11 +171,27 @@ fn rules_for(when: When) -> Vec<SeccompRule> {
             .iter()
             .map(|&f| rule(vec![cond(arg, Qword, SeccompCmpOp::MaskedEq(f), f)]))
             .collect(),
-        When::FamilyNotInet { arg } => {
+        When::NotUnixOrTcp => {
             // Refuse every family except 1 (AF_UNIX), 2 (AF_INET), 10 (AF_INET6).
-            let mut rules = vec![rule(vec![cond(arg, Dword, SeccompCmpOp::Gt, 10)])];
+            let mut rules = vec![rule(vec![cond(0, Dword, SeccompCmpOp::Gt, 10)])];
             for family in [0u64, 3, 4, 5, 6, 7, 8, 9] {
-                rules.push(rule(vec![cond(arg, Dword, SeccompCmpOp::Eq, family)]));
+                rules.push(rule(vec![cond(0, Dword, SeccompCmpOp::Eq, family)]));
+            }
+            // IP sockets: SOCK_STREAM only (the type's low 4 bits; the high
+            // bits are SOCK_NONBLOCK/SOCK_CLOEXEC), protocol 0 or IPPROTO_TCP.
+            for family in [libc::AF_INET as u64, libc::AF_INET6 as u64] {
+                for ty in 0u64..16 {
+                    if ty != libc::SOCK_STREAM as u64 {
+                        rules.push(rule(vec![
+                            cond(0, Dword, SeccompCmpOp::Eq, family),
+                            cond(1, Dword, SeccompCmpOp::MaskedEq(0xf), ty),
+                        ]));
+                    }
+                }
+                rules.push(rule(vec![
+                    cond(0, Dword, SeccompCmpOp::Eq, family),
+                    cond(2, Dword, SeccompCmpOp::Gt, libc::IPPROTO_TCP as u64),
+                ]));
             }
             rules
         }

@@ -1,11 +1,10 @@
-//! The session directory: private (0700) scratch space outside the sandbox
-//! that holds the new root's mount point (and, later, the egress socket and
-//! audit log). Removed when the session ends.
+//! The session directory: private scratch space outside the sandbox that
+//! holds the new root's mount point and the session proxy's egress socket.
+//! Removed when the session ends.
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
 
 use crate::error::SetupError;
 
@@ -16,29 +15,20 @@ pub struct SessionDir {
 }
 
 impl SessionDir {
-    /// Creates `airlock-<id>` (0700) under `$XDG_RUNTIME_DIR`, else the
-    /// system temp dir, with an empty `root/` inside.
+    /// Creates `path` (0700) with an empty `root/` inside.
     ///
     /// As root, init builds the new root as the agent's uid (see
-    /// `init::setup`), so the directory is 0711 (traversable, not listable)
-    /// and `root/` belongs to the agent.
-    pub fn create(agent: Option<(u32, u32)>) -> Result<Self, SetupError> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute() && p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let id = format!("{}-{nanos:08x}", std::process::id());
-        let path = base.join(format!("airlock-{id}"));
+    /// `init::setup`), so the directory is 0711 (traversable, not listable,
+    /// under a name with 64 random bits) and `root/` belongs to the agent.
+    pub fn create(path: &Path, agent: Option<(u32, u32)>) -> Result<Self, SetupError> {
         let mut builder = DirBuilder::new();
         builder.mode(if agent.is_some() { 0o711 } else { 0o700 });
         builder
-            .create(&path)
+            .create(path)
             .map_err(|e| SetupError::io("session", format!("create {}", path.display()), e))?;
-        let session = Self { path };
+        let session = Self {
+            path: path.to_path_buf(),
+        };
         builder.mode(0o700);
         builder
             .create(session.root())

@@ -8,6 +8,8 @@
 // Each test file compiles its own copy of this module and uses a subset.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
@@ -326,6 +328,8 @@ pub struct Sandbox {
     /// The workspace directory (under /tmp, so it also exercises "workspace
     /// inside the private /tmp").
     pub workspace: TempDir,
+    /// Holds the sessions' audit log, outside the workspace.
+    pub audit: TempDir,
     /// Path of the probe inside the workspace (same path inside and out).
     pub probe: PathBuf,
 }
@@ -336,7 +340,17 @@ impl Sandbox {
         let workspace = TempDir::new("/tmp", "airlock-ws");
         let probe = install_probe(workspace.path(), "probe");
         chown(workspace.path(), agent_uid(), agent_gid());
-        Sandbox { workspace, probe }
+        let audit = TempDir::new("/tmp", "airlock-audit");
+        Sandbox {
+            workspace,
+            audit,
+            probe,
+        }
+    }
+
+    /// The audit log every `sandbox run` of this helper appends to.
+    pub fn audit_log(&self) -> PathBuf {
+        self.audit.join("audit.jsonl")
     }
 
     /// The workspace path as a string.
@@ -349,6 +363,8 @@ impl Sandbox {
     pub fn bare_command(&self, opts: &[&str], argv: &[&str]) -> Command {
         let mut cmd = Command::new(sandbox_bin());
         cmd.arg("run")
+            .arg("--audit-log")
+            .arg(self.audit_log())
             .args(opts)
             .arg("--")
             .args(argv)

@@ -1,0 +1,195 @@
+//! Decisions as pure functions of a destination and the policy: no sockets,
+//! no clocks. The proxy asks twice: once about the name and port the client
+//! wrote (before any DNS lookup, so a denied name is never resolved), and
+//! once about every address the name resolved to (the SSRF guard).
+
+use std::net::IpAddr;
+
+use crate::ipclass::{classify, AddrClass};
+use crate::name::{Host, NameError};
+use crate::policy::NetworkPolicy;
+
+/// The outcome of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the connection may go ahead.
+    pub allow: bool,
+    /// The rule that decided, e.g. `allow:*.example.com`, `deny:evil.example`,
+    /// `default-deny`, `cidr:127.0.0.0/8`, `address-class:loopback`.
+    pub rule: String,
+    /// A stable machine-readable reason (sent as `X-Airlock-Deny`).
+    pub reason: &'static str,
+}
+
+impl Decision {
+    fn allow(rule: String) -> Self {
+        Self {
+            allow: true,
+            rule,
+            reason: "allowed",
+        }
+    }
+
+    fn deny(rule: impl Into<String>, reason: &'static str) -> Self {
+        Self {
+            allow: false,
+            rule: rule.into(),
+            reason,
+        }
+    }
+
+    /// The decision for a host that failed normalization.
+    pub fn bad_name(_err: &NameError) -> Self {
+        Self::deny("name-syntax", "bad-name")
+    }
+}
+
+/// May the client reach `host:port`? Decided before resolving anything.
+pub fn decide_target(policy: &NetworkPolicy, host: &Host, port: u16) -> Decision {
+    let port_ok = policy.default_ports().contains(&port);
+    match host {
+        Host::Ip(ip) => match policy.allow_cidr.iter().find(|c| c.contains(*ip)) {
+            Some(cidr) if port_ok => Decision::allow(format!("cidr:{cidr}")),
+            Some(_) => Decision::deny("ports", "port-not-allowed"),
+            None => Decision::deny("ip-literal", "ip-literal"),
+        },
+        Host::Name(name) => {
+            if let Some(d) = policy.deny.iter().find(|d| d.0.matches(name)) {
+                return Decision::deny(format!("deny:{}", d.0), "denied-by-rule");
+            }
+            let mut name_matched = false;
+            for rule in policy.allow.iter().filter(|r| r.matches(name)) {
+                name_matched = true;
+                let ok = match rule.port {
+                    Some(p) => p == port,
+                    None => port_ok,
+                };
+                if ok {
+                    return Decision::allow(format!("allow:{rule}"));
+                }
+            }
+            if name_matched {
+                Decision::deny("ports", "port-not-allowed")
+            } else {
+                Decision::deny("default-deny", "not-allowlisted")
+            }
+        }
+    }
+}
+
+/// May the proxy dial `ip`, which an allowed name resolved to? Only public
+/// addresses, unless a CIDR in the policy names the address.
+pub fn decide_address(policy: &NetworkPolicy, ip: IpAddr) -> Decision {
+    if let Some(cidr) = policy.allow_cidr.iter().find(|c| c.contains(ip)) {
+        return Decision::allow(format!("cidr:{cidr}"));
+    }
+    match classify(ip) {
+        AddrClass::Public => Decision::allow("public-address".to_string()),
+        class => Decision::deny(format!("address-class:{}", class.name()), "address-class"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::parse_host;
+
+    fn policy(toml: &str) -> NetworkPolicy {
+        NetworkPolicy::from_toml(toml).expect("test policy")
+    }
+
+    fn decide(p: &NetworkPolicy, host: &str, port: u16) -> (bool, String) {
+        match parse_host(host) {
+            Ok(h) => {
+                let d = decide_target(p, &h, port);
+                (d.allow, d.rule)
+            }
+            Err(e) => {
+                let d = Decision::bad_name(&e);
+                (d.allow, d.rule)
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_decided_by_the_table() {
+        let p = policy(
+            r#"[network]
+            allow = ["api.example.com", "*.example.org", "git.example.net:8443"]
+            deny = ["evil.example.org"]
+            "#,
+        );
+        let cases: &[(&str, u16, bool, &str)] = &[
+            ("api.example.com", 443, true, "allow:api.example.com"),
+            ("API.EXAMPLE.COM.", 443, true, "allow:api.example.com"),
+            ("api.example.com", 80, true, "allow:api.example.com"),
+            ("api.example.com", 22, false, "ports"),
+            ("www.example.com", 443, false, "default-deny"),
+            ("example.org", 443, false, "default-deny"),
+            ("a.example.org", 443, true, "allow:*.example.org"),
+            ("badexample.org", 443, false, "default-deny"),
+            ("evil.example.org", 443, false, "deny:evil.example.org"),
+            ("EVIL.example.org.", 443, false, "deny:evil.example.org"),
+            ("Evil.Example.Org", 80, false, "deny:evil.example.org"),
+            ("git.example.net", 8443, true, "allow:git.example.net:8443"),
+            ("git.example.net", 443, false, "ports"),
+            ("127.0.0.1", 443, false, "ip-literal"),
+            ("2130706433", 443, false, "ip-literal"),
+            ("[::1]", 443, false, "ip-literal"),
+            ("[::ffff:127.0.0.1]", 443, false, "ip-literal"),
+            ("user@api.example.com", 443, false, "name-syntax"),
+            ("api.example.com%2e", 443, false, "name-syntax"),
+        ];
+        for (host, port, allow, rule) in cases {
+            assert_eq!(
+                decide(&p, host, *port),
+                (*allow, rule.to_string()),
+                "{host}:{port}"
+            );
+        }
+    }
+
+    #[test]
+    fn ip_literals_need_an_explicit_cidr() {
+        let p = policy(
+            r#"[network]
+            allow_cidr = ["127.0.0.0/8"]
+            ports = [80, 8080]
+            "#,
+        );
+        assert_eq!(
+            decide(&p, "127.0.0.1", 8080),
+            (true, "cidr:127.0.0.0/8".into())
+        );
+        assert_eq!(decide(&p, "0x7f.1", 80), (true, "cidr:127.0.0.0/8".into()));
+        assert_eq!(
+            decide(&p, "[::ffff:127.0.0.1]", 80),
+            (true, "cidr:127.0.0.0/8".into())
+        );
+        assert_eq!(decide(&p, "127.0.0.1", 443), (false, "ports".into()));
+        assert_eq!(decide(&p, "10.0.0.1", 80), (false, "ip-literal".into()));
+        assert_eq!(decide(&p, "[::1]", 80), (false, "ip-literal".into()));
+    }
+
+    #[test]
+    fn resolved_addresses_must_be_public_unless_a_cidr_allows_them() {
+        let none = NetworkPolicy::default();
+        let lo = policy("[network]\nallow_cidr = [\"127.0.0.0/8\"]\n");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(decide_address(&none, ip("93.184.215.14")).allow);
+        assert_eq!(
+            decide_address(&none, ip("127.0.0.1")).rule,
+            "address-class:loopback"
+        );
+        assert_eq!(
+            decide_address(&none, ip("169.254.169.254")).rule,
+            "address-class:metadata"
+        );
+        assert_eq!(
+            decide_address(&none, ip("::ffff:10.0.0.1")).rule,
+            "address-class:private"
+        );
+        assert!(decide_address(&lo, ip("127.0.0.1")).allow);
+        assert!(!decide_address(&lo, ip("10.0.0.1")).allow);
+    }
+}

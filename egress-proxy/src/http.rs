@@ -1,0 +1,462 @@
+//! HTTP/1.1 on the proxy socket: absolute-form forward proxying of plain
+//! `http://` requests (each one re-checked, even on a kept-alive
+//! connection), and `CONNECT host:port` tunnels. Hop-by-hop and `Proxy-*`
+//! headers are stripped, the Host header must agree with the target,
+//! redirects are passed back rather than followed, and the only upgrade
+//! allowed is WebSocket.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::audit::Event;
+use crate::decide::{decide_target, Decision};
+use crate::gate::{self, Refusal};
+use crate::name::{parse_host, Host};
+use crate::proxy::ConnCtx;
+use crate::tunnel;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The header that carries a denial's reason.
+pub const DENY_HEADER: &str = "x-airlock-deny";
+/// The header that carries why an allowed destination failed.
+pub const ERROR_HEADER: &str = "x-airlock-error";
+
+/// The upstream connection kept for the next request of the same client
+/// connection to the same destination.
+struct Cached {
+    host: Host,
+    port: u16,
+    ip: std::net::IpAddr,
+    sender: SendRequest<Incoming>,
+}
+
+struct ConnState {
+    ctx: Arc<ConnCtx>,
+    cached: Mutex<Option<Cached>>,
+}
+
+/// Serves HTTP/1.1 on one client connection until it closes.
+pub async fn serve<S>(stream: S, ctx: Arc<ConnCtx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = ctx.proxy.limits.clone();
+    let state = Arc::new(ConnState {
+        ctx: ctx.clone(),
+        cached: Mutex::new(None),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut shutdown = ctx.shutdown.clone();
+    tokio::select! {
+        _ = conn => {}
+        _ = tunnel::idle(&ctx.meter, limits.idle_timeout) => {}
+        _ = tokio::time::sleep(limits.max_lifetime) => {}
+        _ = shutdown.wait_for(|ended| *ended) => {}
+    }
+}
+
+async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        connect(state, req).await
+    } else {
+        forward(state, req).await
+    }
+}
+
+fn text(status: u16, headers: &[(&str, &str)], body: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body + "\n"))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("text/plain"));
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    resp
+}
+
+fn refusal_response(r: &Refusal, target: &str) -> Response<Body> {
+    let header = match r {
+        Refusal::Policy(_) => DENY_HEADER,
+        Refusal::Unreachable { .. } => ERROR_HEADER,
+    };
+    text(r.status(), &[(header, r.reason())], r.message(target))
+}
+
+/// Denies without touching the network; logs it.
+fn deny(ctx: &ConnCtx, mut event: Event, rule: &str, reason: &'static str) -> Response<Body> {
+    let d = Decision {
+        allow: false,
+        rule: rule.to_string(),
+        reason,
+    };
+    let target = format!("{}:{}", event.host, event.port);
+    let r = Refusal::Policy(d.clone());
+    event.decision = Some(d);
+    event.status = Some(403);
+    ctx.finish(event);
+    refusal_response(&r, &target)
+}
+
+async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<Body> {
+    let ctx = state.ctx.clone();
+    let mut event = ctx.event("connection", "connect");
+    let started = Instant::now();
+    let Some((host, port)) = req
+        .uri()
+        .authority()
+        .and_then(|a| Some((a.host().to_string(), a.port_u16()?)))
+    else {
+        event.host = req.uri().to_string();
+        return deny(&ctx, event, "request-syntax", "bad-name");
+    };
+    let target = format!("{host}:{port}");
+    let upstream = match gate::open(&ctx.proxy, &host, port, &mut event).await {
+        Ok(s) => s,
+        Err(r) => {
+            event.status = Some(r.status());
+            event.duration = started.elapsed();
+            ctx.finish(event);
+            return refusal_response(&r, &target);
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                event.error = tunnel::run(
+                    &mut client,
+                    upstream,
+                    ctx.meter.clone(),
+                    &ctx.proxy.limits,
+                    ctx.shutdown.clone(),
+                )
+                .await;
+            }
+            Err(e) => event.error = Some(format!("upgrade failed: {e}")),
+        }
+        let (up, down) = ctx.meter.bytes();
+        event.bytes_up = up;
+        event.bytes_down = down;
+        event.duration = started.elapsed();
+        ctx.finish(event);
+    });
+    Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed())
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1),
+/// plus everything addressed to the proxy.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    let proxy_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_headers {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    }
+}
+
+/// Host header and URI authority agree (normalized, default port 80).
+fn host_header_agrees(headers: &HeaderMap, host: &Host, port: u16) -> bool {
+    let Some(value) = headers.get(HOST) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let Ok(auth) = value.parse::<hyper::http::uri::Authority>() else {
+        return false;
+    };
+    parse_host(auth.host()).is_ok_and(|h| &h == host) && auth.port_u16().unwrap_or(80) == port
+}
+
+async fn forward(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<Body> {
+    let ctx = state.ctx.clone();
+    let started = Instant::now();
+    let mut event = ctx.event("http_request", "http");
+    event.method = Some(req.method().to_string());
+    event.path = req.uri().path_and_query().map(|p| p.to_string());
+    let uri = req.uri().clone();
+    let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        event.host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let reason = if uri.scheme_str() == Some("https") {
+            "https:// targets go through CONNECT (set HTTPS_PROXY)"
+        } else {
+            "expected an absolute-form request (http://host/path): set HTTP_PROXY"
+        };
+        event.error = Some(reason.to_string());
+        let mut resp = deny(&ctx, event, "request-syntax", "not-a-proxy-request");
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+        return resp;
+    };
+    let raw_host = authority.host().to_string();
+    let port = authority.port_u16().unwrap_or(80);
+    event.host = raw_host.clone();
+    event.port = port;
+    let host = match parse_host(&raw_host) {
+        Ok(h) => h,
+        Err(e) => {
+            event.error = Some(e.to_string());
+            return deny(&ctx, event, "name-syntax", "bad-name");
+        }
+    };
+    event.host = host.to_string();
+    if !host_header_agrees(req.headers(), &host, port) {
+        return deny(&ctx, event, "host-header", "host-mismatch");
+    }
+    let websocket = match req.headers().get(UPGRADE) {
+        None => false,
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"websocket") => true,
+        Some(_) => return deny(&ctx, event, "upgrade", "upgrade-refused"),
+    };
+
+    // Re-decide on every request, kept-alive or not; reuse the upstream
+    // connection only for the same destination.
+    let decision = decide_target(&ctx.proxy.policy, &host, port);
+    let reuse = if decision.allow && !websocket {
+        state.take_cached(&host, port)
+    } else {
+        None
+    };
+    let (mut sender, ip) = match reuse {
+        Some(c) => {
+            event.decision = Some(decision);
+            event.ip = Some(c.ip);
+            (c.sender, c.ip)
+        }
+        None => {
+            let target = format!("{}:{port}", host);
+            let stream = match gate::open(&ctx.proxy, &raw_host, port, &mut event).await {
+                Ok(s) => s,
+                Err(r) => {
+                    event.status = Some(r.status());
+                    event.duration = started.elapsed();
+                    ctx.finish(event);
+                    return refusal_response(&r, &target);
+                }
+            };
+            let ip = event.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok((sender, conn)) => {
+                    tokio::spawn(conn.with_upgrades());
+                    (sender, ip)
+                }
+                Err(e) => {
+                    let r = Refusal::Unreachable {
+                        reason: "connect-failed",
+                        detail: e.to_string(),
+                    };
+                    event.error = Some(e.to_string());
+                    event.status = Some(r.status());
+                    ctx.finish(event);
+                    return refusal_response(&r, &target);
+                }
+            }
+        }
+    };
+
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, websocket);
+    let host_value = if port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&host_value) {
+        parts.headers.insert(HOST, v);
+    }
+    parts.uri = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, body);
+
+    let result = match sender.ready().await {
+        Ok(()) => sender.send_request(upstream_req).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let r = Refusal::Unreachable {
+                reason: "upstream-error",
+                detail: e.to_string(),
+            };
+            event.error = Some(e.to_string());
+            event.status = Some(r.status());
+            event.duration = started.elapsed();
+            ctx.finish(event);
+            return refusal_response(&r, &format!("{host}:{port}"));
+        }
+    };
+    event.status = Some(resp.status().as_u16());
+    event.bytes_down = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    event.duration = started.elapsed();
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let ctx2 = ctx.clone();
+            let mut ws_event = event.clone();
+            ws_event.action = "connection";
+            ws_event.protocol = "websocket";
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        ws_event.error = tunnel::run(
+                            &mut client,
+                            TokioIo::new(upstream),
+                            ctx2.meter.clone(),
+                            &ctx2.proxy.limits,
+                            ctx2.shutdown.clone(),
+                        )
+                        .await;
+                    }
+                    Err(e) => ws_event.error = Some(format!("upgrade failed: {e}")),
+                }
+                ws_event.duration = started.elapsed();
+                ctx2.finish(ws_event);
+            });
+        }
+        ctx.finish(event);
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        return Response::from_parts(parts, body.boxed());
+    }
+
+    state.put_cached(Cached {
+        host,
+        port,
+        ip,
+        sender,
+    });
+    ctx.finish(event);
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.boxed())
+}
+
+impl ConnState {
+    fn take_cached(&self, host: &Host, port: u16) -> Option<Cached> {
+        let mut slot = self.cached.lock().ok()?;
+        match slot.take() {
+            Some(c) if &c.host == host && c.port == port && !c.sender.is_closed() => Some(c),
+            _ => None,
+        }
+    }
+
+    fn put_cached(&self, c: Cached) {
+        if let Ok(mut slot) = self.cached.lock() {
+            *slot = Some(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_proxy_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ] {
+            h.append(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn host_header_must_name_the_target() {
+        let host = Host::Name("api.example.com".into());
+        let mut h = HeaderMap::new();
+        assert!(host_header_agrees(&h, &host, 80));
+        h.insert(HOST, HeaderValue::from_static("API.example.com."));
+        assert!(host_header_agrees(&h, &host, 80));
+        h.insert(HOST, HeaderValue::from_static("api.example.com:80"));
+        assert!(host_header_agrees(&h, &host, 80));
+        h.insert(HOST, HeaderValue::from_static("api.example.com:8080"));
+        assert!(!host_header_agrees(&h, &host, 80));
+        h.insert(HOST, HeaderValue::from_static("evil.example.org"));
+        assert!(!host_header_agrees(&h, &host, 80));
+    }
+}

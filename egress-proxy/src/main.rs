@@ -1,0 +1,124 @@
+//! `egress-proxy serve`: the proxy as its own long-lived process, for
+//! sidecar deployments (`sandbox run --egress-socket PATH` connects to it).
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use egress_proxy::{new_session_id, AuditLog, Limits, NetworkPolicy, Proxy};
+
+/// airlock's egress proxy.
+#[derive(Debug, Parser)]
+#[command(name = "egress-proxy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve sandboxes on a Unix socket until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where to listen: `unix:PATH`.
+    #[arg(long, value_name = "unix:PATH")]
+    listen: String,
+    /// TOML policy file; its `[network]` table is used.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Append audit events to FILE (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Permissions of the socket (octal); who may connect.
+    #[arg(long, value_name = "MODE", default_value = "660")]
+    socket_mode: String,
+    /// Maximum concurrent connections.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let Command::Serve(args) = cli.command;
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("egress-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let Some(path) = args.listen.strip_prefix("unix:").map(PathBuf::from) else {
+        bail!("--listen {}: expected unix:PATH", args.listen);
+    };
+    let policy = NetworkPolicy::from_file(&args.policy)?;
+    let mode = u32::from_str_radix(&args.socket_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .with_context(|| {
+            format!(
+                "--socket-mode {}: expected octal, e.g. 660",
+                args.socket_mode
+            )
+        })?;
+    let session = new_session_id();
+    let audit = match &args.audit_log {
+        Some(p) => {
+            AuditLog::open(p, &session).with_context(|| format!("audit log {}", p.display()))?
+        }
+        None => AuditLog::stdout(&session),
+    };
+    // A stale socket from a previous run is replaced; any other file is not.
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", path.display());
+        }
+        std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        ..Limits::default()
+    };
+    let proxy = Proxy::new(policy, limits, audit);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            let _ = tx.send(true);
+        });
+        eprintln!("egress-proxy: listening on {}", path.display());
+        proxy.serve(listener, rx, Duration::from_secs(5)).await;
+        let _ = std::fs::remove_file(&path);
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(())
+}

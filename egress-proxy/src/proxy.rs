@@ -1,0 +1,181 @@
+//! The listener: accepts sandbox connections on the Unix socket, tags each
+//! with the peer's credentials (`SO_PEERCRED`), bounds how many run at once,
+//! sniffs the first byte (0x05: SOCKS5, anything else: HTTP) and hands the
+//! connection to its protocol.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::audit::{AuditLog, Event, Peer};
+use crate::limits::Limits;
+use crate::meter::{Meter, Metered, Side};
+use crate::policy::NetworkPolicy;
+use crate::{http, socks};
+
+/// One proxy: a policy, its limits and its audit log.
+#[derive(Debug)]
+pub struct Proxy {
+    /// What may be reached.
+    pub policy: NetworkPolicy,
+    /// Bounds per connection and in total.
+    pub limits: Limits,
+    /// Where every decision is recorded.
+    pub audit: AuditLog,
+    slots: Arc<Semaphore>,
+}
+
+/// What a protocol handler knows about its connection.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// The proxy.
+    pub proxy: Arc<Proxy>,
+    /// Who connected.
+    pub peer: Peer,
+    /// Bytes and activity of the client connection.
+    pub meter: Arc<Meter>,
+    /// Flips to true when the session ends.
+    pub shutdown: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl ConnCtx {
+    /// A new event for this connection.
+    pub fn event(&self, action: &'static str, protocol: &'static str) -> Event {
+        Event::new(action, protocol, self.peer)
+    }
+
+    /// Records a finished event.
+    pub fn finish(&self, event: Event) {
+        self.proxy.audit.record(&event);
+    }
+}
+
+impl Proxy {
+    /// A proxy for `policy`.
+    pub fn new(policy: NetworkPolicy, limits: Limits, audit: AuditLog) -> Arc<Self> {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        Arc::new(Self {
+            policy,
+            limits,
+            audit,
+            slots,
+        })
+    }
+
+    /// Accepts connections until `shutdown` turns true, then waits up to
+    /// `grace` for open connections to finish (they are told to stop).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: UnixListener,
+        shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let mut ended = shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => self.clone().admit(stream, shutdown.clone()),
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing_lite(&format!("accept: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = ended.wait_for(|ended| *ended) => break,
+            }
+        }
+        drop(listener);
+        let all = self.limits.max_connections as u32;
+        let _ = tokio::time::timeout(grace, self.slots.clone().acquire_many_owned(all)).await;
+        self.audit.sync();
+    }
+
+    fn admit(self: Arc<Self>, stream: UnixStream, shutdown: watch::Receiver<bool>) {
+        let peer = peer_of(&stream);
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            let mut event = Event::new("connection", "unknown", peer);
+            event.error = Some(format!(
+                "connection limit ({}) reached",
+                self.limits.max_connections
+            ));
+            event.decision = Some(crate::decide::Decision {
+                allow: false,
+                rule: "limits:max_connections".into(),
+                reason: "connection-limit",
+            });
+            self.audit.record(&event);
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nx-airlock-deny: connection-limit\r\n\
+                          content-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            });
+            return;
+        };
+        let ctx = Arc::new(ConnCtx {
+            proxy: self,
+            peer,
+            meter: Meter::new(),
+            shutdown,
+            _slot: slot,
+        });
+        tokio::spawn(async move {
+            let header_timeout = ctx.proxy.limits.header_timeout;
+            let first = tokio::time::timeout(header_timeout, first_byte(&stream)).await;
+            let stream = Metered::new(stream, ctx.meter.clone(), Side::Client);
+            match first {
+                Ok(Some(0x05)) => socks::serve(stream, ctx).await,
+                Ok(Some(_)) => http::serve(stream, ctx).await,
+                Ok(None) | Err(_) => {}
+            }
+        });
+    }
+}
+
+/// Peeks at the first byte without consuming it.
+async fn first_byte(stream: &UnixStream) -> Option<u8> {
+    loop {
+        stream.readable().await.ok()?;
+        let mut b = [0u8; 1];
+        let res = stream.try_io(tokio::io::Interest::READABLE, || {
+            // SAFETY: recv into a valid 1-byte buffer on a socket we own.
+            let n =
+                unsafe { libc::recv(stream.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match res {
+            Ok(1) => return Some(b[0]),
+            Ok(_) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn peer_of(stream: &UnixStream) -> Peer {
+    match stream.peer_cred() {
+        Ok(c) => Peer {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        },
+        Err(_) => Peer::default(),
+    }
+}
+
+/// Proxy-internal diagnostics go to stderr (never secrets, never the log).
+fn tracing_lite(msg: &str) {
+    eprintln!("egress-proxy: {msg}");
+}

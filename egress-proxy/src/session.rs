@@ -1,0 +1,74 @@
+//! A proxy for one `sandbox run` session, on its own thread with its own
+//! runtime, so the supervisor's main thread stays a plain
+//! single-threaded process that forks and waits.
+
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::proxy::Proxy;
+
+/// A running session proxy; stop it with [`SessionProxy::stop`].
+#[derive(Debug)]
+pub struct SessionProxy {
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SessionProxy {
+    /// Serves `listener` (already bound, so the socket exists before the
+    /// sandbox starts) on a new thread.
+    pub fn start(listener: StdUnixListener, proxy: Arc<Proxy>) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let (tx, rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("egress-proxy".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("egress-proxy")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("egress-proxy: cannot start: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => proxy.serve(l, rx, Duration::from_secs(2)).await,
+                        Err(e) => eprintln!("egress-proxy: cannot listen: {e}"),
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(Self {
+            shutdown: tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells every connection the session ended, waits for their audit
+    /// lines (at most a couple of seconds), and stops.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SessionProxy {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
