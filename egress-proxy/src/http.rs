@@ -72,7 +72,7 @@ where
         _ = conn => {}
         _ = tunnel::idle(&ctx.meter, limits.idle_timeout) => {}
         _ = tokio::time::sleep(limits.max_lifetime) => {}
-        _ = shutdown.wait_for(|ended| *ended) => {}
+        _ = crate::until_ended(&mut shutdown) => {}
     }
 }
 

@@ -30,6 +30,12 @@ pub use policy::NetworkPolicy;
 pub use proxy::Proxy;
 pub use session::SessionProxy;
 
+/// Resolves once `shutdown` turns true (or its sender is gone). The
+/// borrow `wait_for` returns is dropped here, so callers stay `Send`.
+pub async fn until_ended(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|ended| *ended).await;
+}
+
 /// A random 128-bit session id in hex, from the kernel's CSPRNG.
 pub fn new_session_id() -> String {
     let mut buf = [0u8; 16];

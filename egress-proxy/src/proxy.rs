@@ -86,7 +86,7 @@ impl Proxy {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = ended.wait_for(|ended| *ended) => break,
+                _ = crate::until_ended(&mut ended) => break,
             }
         }
         drop(listener);

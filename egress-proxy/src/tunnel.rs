@@ -35,7 +35,7 @@ where
         }
         _ = idle(&meter, limits.idle_timeout) => Some("idle timeout".to_string()),
         _ = tokio::time::sleep(limits.max_lifetime) => Some("connection lifetime exceeded".to_string()),
-        _ = shutdown.wait_for(|ended| *ended) => Some("session ended".to_string()),
+        _ = crate::until_ended(&mut shutdown) => Some("session ended".to_string()),
     }
 }
 
