@@ -27,8 +27,10 @@ impl SessionProxy {
         let thread = std::thread::Builder::new()
             .name("egress-proxy".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                // One thread serves one session: cheap to start (no worker
+                // pool on the sandbox's startup path) and plenty for one
+                // agent; DNS lookups still run on tokio's blocking pool.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
                     .thread_name("egress-proxy")
                     .enable_all()
                     .build()
