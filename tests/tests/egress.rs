@@ -436,6 +436,36 @@ fn host_header_mismatch_and_foreign_upgrades_are_refused() {
     assert!(up.requests().is_empty(), "upstream saw {:?}", up.requests());
 }
 
+/// A WebSocket upgrade through the forward proxy works both ways after
+/// the 101.
+#[test]
+fn websocket_upgrade_is_relayed() {
+    if !can_run() {
+        return;
+    }
+    let up = Upstream::start();
+    let sb = Sandbox::new();
+    let names = Names::new();
+    let mut opts = loopback_opts(up.port);
+    opts.extend(["--allow".into(), "api.example.com".into()]);
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', 3128), timeout=20)\n\
+         s.sendall(b'GET http://api.example.com:{p}/ws HTTP/1.1\\r\\nHost: api.example.com:{p}\\r\\n\
+         Connection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n')\n\
+         f = s.makefile('rb')\n\
+         print(f.readline().decode().strip())\n\
+         while f.readline() not in (b'\\r\\n', b''): pass\n\
+         s.sendall(b'ping-through-airlock')\n\
+         print(f.read(20).decode())\n",
+        p = up.port
+    );
+    let out = sb.net_run(&names, &strs(&opts), &["python3", "-c", &script]);
+    assert!(out.stdout.contains("101 Switching Protocols"), "{out}");
+    assert!(out.stdout.contains("ping-through-airlock"), "{out}");
+}
+
 /// Proxy credentials and hop-by-hop headers stop at the proxy; redirects go
 /// back to the client instead of being followed.
 #[test]

@@ -113,7 +113,8 @@ impl Sandbox {
 ///
 /// `/hello` answers `hello from upstream`; `/headers` echoes the request
 /// head it received; `/redirect` answers 302 to `http://evil.example.com/`;
-/// `/bytes/N` sends N bytes. Every request line is recorded.
+/// `/bytes/N` sends N bytes; `/ws` with `Upgrade: websocket` switches
+/// protocols and echoes bytes. Every request line is recorded.
 pub struct Upstream {
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -180,6 +181,20 @@ fn serve(stream: TcpStream, log: Arc<Mutex<Vec<String>>>) {
             return;
         }
         let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
+        if path == "/ws" && head.to_lowercase().contains("upgrade: websocket") {
+            // Switch protocols, then echo raw bytes until the client closes.
+            let _ = out.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n",
+            );
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || out.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            return;
+        }
         let (status, extra, body): (&str, String, Vec<u8>) = if path == "/hello" {
             ("200 OK", String::new(), b"hello from upstream\n".to_vec())
         } else if path == "/headers" {
