@@ -10,6 +10,8 @@
 //! serve` runs the same code as a long-lived sidecar.
 
 pub mod audit;
+pub mod config;
+pub mod credentials;
 pub mod decide;
 pub mod gate;
 pub mod http;

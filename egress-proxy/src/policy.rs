@@ -7,8 +7,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use serde::Deserialize;
-
 use crate::name::{parse_host, Host};
 
 /// Ports allowed when an entry names none.
@@ -250,20 +248,35 @@ pub struct NetworkPolicy {
     pub allow_cidr: Vec<Cidr>,
     /// Ports for entries that name none (default 80 and 443).
     pub ports: Option<Vec<u16>>,
+    /// Method and path rules for hosts the proxy intercepts.
+    pub rules: Vec<HostRule>,
 }
 
-/// `[network]` as written, every entry with its position in the file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNetwork {
-    #[serde(default)]
-    allow: Vec<toml::Spanned<String>>,
-    #[serde(default)]
-    deny: Vec<toml::Spanned<String>>,
-    #[serde(default)]
-    allow_cidr: Vec<toml::Spanned<String>>,
-    #[serde(default)]
-    ports: Option<Vec<u16>>,
+/// Which requests an intercepted host accepts: requests matching no rule
+/// of a host that has rules are denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    /// The host (exact name or `*.` pattern).
+    pub host: DomainRule,
+    /// Allowed methods, uppercase; empty means any.
+    pub methods: Vec<String>,
+    /// Allowed path prefixes (`/v1/` or an exact `/v1/messages`; a trailing
+    /// `*` is a prefix); empty means any.
+    pub paths: Vec<String>,
+}
+
+impl HostRule {
+    /// Does this rule admit `method` and `path` (without the query)?
+    pub fn admits(&self, method: &str, path: &str) -> bool {
+        let method_ok =
+            self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method));
+        let path_ok = self.paths.is_empty()
+            || self.paths.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == p,
+            });
+        method_ok && path_ok
+    }
 }
 
 impl NetworkPolicy {
@@ -288,38 +301,7 @@ impl NetworkPolicy {
     /// Parses the `[network]` table out of a whole policy document. Errors
     /// read `LINE:COLUMN: what`.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        #[derive(Deserialize)]
-        struct Document {
-            #[serde(default)]
-            network: RawNetwork,
-        }
-        let raw = toml::from_str::<Document>(text)
-            .map_err(|e| at(text, e.span().map(|s| s.start), e.message()))?
-            .network;
-        fn each<T>(
-            text: &str,
-            items: Vec<toml::Spanned<String>>,
-            parse: fn(&str) -> Result<T, PatternError>,
-        ) -> Result<Vec<T>, String> {
-            items
-                .into_iter()
-                .map(|item| {
-                    parse(item.get_ref())
-                        .map_err(|e| at(text, Some(item.span().start), &e.to_string()))
-                })
-                .collect()
-        }
-        if let Some(ports) = &raw.ports {
-            if ports.contains(&0) {
-                return Err(at(text, text.find("ports"), "port 0 is not a port"));
-            }
-        }
-        Ok(Self {
-            allow: each(text, raw.allow, DomainRule::parse)?,
-            deny: each(text, raw.deny, DenyRule::parse)?,
-            allow_cidr: each(text, raw.allow_cidr, Cidr::parse)?,
-            ports: raw.ports,
-        })
+        crate::config::ProxyPolicy::from_toml(text).map(|p| p.network)
     }
 }
 
@@ -345,7 +327,7 @@ pub enum PolicyFileError {
 }
 
 /// `LINE:COL: message` for a byte offset into `text` (1-based).
-fn at(text: &str, offset: Option<usize>, what: &str) -> String {
+pub fn at(text: &str, offset: Option<usize>, what: &str) -> String {
     match offset {
         Some(offset) => {
             let before = &text[..offset.min(text.len())];
