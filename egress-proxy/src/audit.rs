@@ -22,6 +22,7 @@ use crate::decide::Decision;
 pub struct AuditLog {
     sink: Mutex<Sink>,
     session_id: String,
+    redactions: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -63,7 +64,19 @@ impl AuditLog {
         Self {
             sink: Mutex::new(sink),
             session_id: session_id.to_string(),
+            redactions: Vec::new(),
         }
+    }
+
+    /// Scrubs each `(needle, replacement)` from every line before it is
+    /// written: secrets and placeholders never reach the log, wherever they
+    /// turn up (a path, an error message an upstream echoed).
+    pub fn with_redactions(mut self, redactions: Vec<(String, String)>) -> Self {
+        self.redactions = redactions
+            .into_iter()
+            .filter(|(n, _)| !n.is_empty())
+            .collect();
+        self
     }
 
     /// The session every event is tagged with.
@@ -74,6 +87,11 @@ impl AuditLog {
     /// Writes one event as one line.
     pub fn record(&self, event: &Event) {
         let mut line = event.to_json(&self.session_id).to_string();
+        for (needle, replacement) in &self.redactions {
+            if line.contains(needle.as_str()) {
+                line = line.replace(needle.as_str(), replacement);
+            }
+        }
         line.push('\n');
         let Ok(mut sink) = self.sink.lock() else {
             return;
@@ -137,6 +155,8 @@ pub struct Event {
     pub path: Option<String>,
     /// HTTP status answered.
     pub status: Option<u16>,
+    /// The credential involved (its name, never its value).
+    pub credential: Option<String>,
     /// When it started.
     pub started: SystemTime,
 }
@@ -159,6 +179,7 @@ impl Event {
             method: None,
             path: None,
             status: None,
+            credential: None,
             started: SystemTime::now(),
         }
     }
@@ -195,6 +216,9 @@ impl Event {
         }
         if let Some(e) = &self.error {
             airlock.insert("error".into(), json!(e));
+        }
+        if let Some(c) = &self.credential {
+            airlock.insert("credential".into(), json!({ "name": c }));
         }
         let mut source = json!({
             "user": { "id": self.peer.uid.to_string() },

@@ -77,6 +77,10 @@ fn explain(reason: &str) -> &'static str {
         "host-mismatch" => "the Host header does not match the request target",
         "upgrade-refused" => "only WebSocket upgrades are allowed",
         "not-a-proxy-request" => "expected an absolute-form proxy request",
+        "credential-leak" => "the request carries a credential bound to other hosts",
+        "sni-mismatch" => "the TLS server name is not the CONNECT host",
+        "method-or-path-not-allowed" => "no rule for this host allows this method and path",
+        "connection-limit" => "too many connections from this sandbox",
         _ => "denied",
     }
 }

@@ -21,11 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::audit::Event;
 use crate::decide::{decide_target, Decision};
 use crate::gate::{self, Refusal};
+use crate::inspect::{find_leak, head_bytes, read_ahead};
+use crate::intercept;
 use crate::name::{parse_host, Host};
 use crate::proxy::ConnCtx;
 use crate::tunnel;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// The body type every response and upstream request uses.
+pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The header that carries a denial's reason.
 pub const DENY_HEADER: &str = "x-airlock-deny";
@@ -38,7 +41,7 @@ struct Cached {
     host: Host,
     port: u16,
     ip: std::net::IpAddr,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Body>,
 }
 
 struct ConnState {
@@ -84,7 +87,8 @@ async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
     }
 }
 
-fn text(status: u16, headers: &[(&str, &str)], body: String) -> Response<Body> {
+/// A plain-text response with extra headers.
+pub fn text(status: u16, headers: &[(&str, &str)], body: String) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(Bytes::from(body + "\n"))
             .map_err(|never| match never {})
@@ -104,7 +108,9 @@ fn text(status: u16, headers: &[(&str, &str)], body: String) -> Response<Body> {
     resp
 }
 
-fn refusal_response(r: &Refusal, target: &str) -> Response<Body> {
+/// The response for a refusal: 403 with `X-Airlock-Deny`, or 502/504 with
+/// `X-Airlock-Error`.
+pub fn refusal_response(r: &Refusal, target: &str) -> Response<Body> {
     let header = match r {
         Refusal::Policy(_) => DENY_HEADER,
         Refusal::Unreachable { .. } => ERROR_HEADER,
@@ -140,6 +146,55 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
         return deny(&ctx, event, "request-syntax", "bad-name");
     };
     let target = format!("{host}:{port}");
+    if let Some(leak) = ctx.proxy.interception.as_ref().and_then(|i| {
+        i.credentials
+            .leaked_to("", target.as_bytes())
+            .map(|c| c.spec.name.clone())
+    }) {
+        event.credential = Some(leak.clone());
+        event.host = "[redacted]".into();
+        return deny(
+            &ctx,
+            event,
+            &format!("credential:{leak}"),
+            "credential-leak",
+        );
+    }
+    if let Ok(Host::Name(name)) = parse_host(&host) {
+        if ctx.proxy.intercepts(&name) {
+            let upstream = match intercept::dial(&ctx, &host, port, &mut event).await {
+                Ok(s) => s,
+                Err(r) => {
+                    event.status = Some(r.status());
+                    event.duration = started.elapsed();
+                    ctx.finish(event);
+                    return refusal_response(&r, &target);
+                }
+            };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        intercept::serve(
+                            TokioIo::new(upgraded),
+                            ctx,
+                            name,
+                            port,
+                            upstream,
+                            event,
+                            started,
+                        )
+                        .await
+                    }
+                    Err(e) => {
+                        event.error = Some(format!("upgrade failed: {e}"));
+                        ctx.finish(event);
+                    }
+                }
+            });
+            return Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+        }
+    }
     let upstream = match gate::open(&ctx.proxy, &host, port, &mut event).await {
         Ok(s) => s,
         Err(r) => {
@@ -176,7 +231,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
 
 /// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1),
 /// plus everything addressed to the proxy.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -214,7 +269,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Host header and URI authority agree (normalized, default port 80).
-fn host_header_agrees(headers: &HeaderMap, host: &Host, port: u16) -> bool {
+pub fn host_header_agrees(headers: &HeaderMap, host: &Host, port: u16) -> bool {
     let Some(value) = headers.get(HOST) else {
         return true;
     };
@@ -227,7 +282,7 @@ fn host_header_agrees(headers: &HeaderMap, host: &Host, port: u16) -> bool {
     parse_host(auth.host()).is_ok_and(|h| &h == host) && auth.port_u16().unwrap_or(80) == port
 }
 
-async fn forward(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<Body> {
+async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
     let ctx = state.ctx.clone();
     let started = Instant::now();
     let mut event = ctx.event("http_request", "http");
@@ -265,6 +320,49 @@ async fn forward(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
         None => false,
         Some(v) if v.as_bytes().eq_ignore_ascii_case(b"websocket") => true,
         Some(_) => return deny(&ctx, event, "upgrade", "upgrade-refused"),
+    };
+
+    // A secret or placeholder bound elsewhere never leaves, even in plain
+    // HTTP to an allowed host.
+    let (parts, body) = req.into_parts();
+    let mut req = match ctx.proxy.interception.as_ref() {
+        Some(icpt) if !icpt.credentials.is_empty() => {
+            let (seen, body) = match read_ahead(body).await {
+                Ok(x) => x,
+                Err(e) => {
+                    event.error = Some(format!("reading the request body: {e}"));
+                    return deny(&ctx, event, "request-body", "bad-request");
+                }
+            };
+            let req = Request::from_parts(parts, body.boxed());
+            if let Some(c) = find_leak(
+                &icpt.credentials,
+                &host.to_string(),
+                &head_bytes(&req),
+                &seen,
+            ) {
+                let name = c.spec.name.clone();
+                let mut leak = ctx.event("credential_leak_blocked", "http");
+                leak.host = host.to_string();
+                leak.port = port;
+                leak.credential = Some(name.clone());
+                leak.decision = Some(Decision {
+                    allow: false,
+                    rule: format!("credential:{name}"),
+                    reason: "credential-leak",
+                });
+                ctx.finish(leak);
+                event.credential = Some(name.clone());
+                return deny(
+                    &ctx,
+                    event,
+                    &format!("credential:{name}"),
+                    "credential-leak",
+                );
+            }
+            req
+        }
+        _ => Request::from_parts(parts, body.boxed()),
     };
 
     // Re-decide on every request, kept-alive or not; reuse the upstream

@@ -10,11 +10,14 @@
 //! serve` runs the same code as a long-lived sidecar.
 
 pub mod audit;
+pub mod ca;
 pub mod config;
 pub mod credentials;
 pub mod decide;
 pub mod gate;
 pub mod http;
+pub mod inspect;
+pub mod intercept;
 pub mod ipclass;
 pub mod limits;
 pub mod meter;
@@ -22,8 +25,10 @@ pub mod name;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod secrets;
 pub mod session;
 pub mod socks;
+pub mod tls;
 pub mod tunnel;
 
 pub use audit::AuditLog;

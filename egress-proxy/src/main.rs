@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use egress_proxy::{new_session_id, AuditLog, Limits, NetworkPolicy, Proxy};
+use egress_proxy::ca::SessionCa;
+use egress_proxy::config::ProxyPolicy;
+use egress_proxy::credentials::Apply;
+use egress_proxy::proxy::Interception;
+use egress_proxy::secrets::Credentials;
+use egress_proxy::{new_session_id, AuditLog, Limits, Proxy};
 
 /// airlock's egress proxy.
 #[derive(Debug, Parser)]
@@ -29,7 +34,7 @@ struct ServeArgs {
     /// Where to listen: `unix:PATH`.
     #[arg(long, value_name = "unix:PATH")]
     listen: String,
-    /// TOML policy file; its `[network]` table is used.
+    /// TOML policy file; its `[network]` and `[[credentials]]` tables are used.
     #[arg(long, value_name = "FILE")]
     policy: PathBuf,
     /// Append audit events to FILE (default: standard output).
@@ -38,6 +43,13 @@ struct ServeArgs {
     /// Permissions of the socket (octal); who may connect.
     #[arg(long, value_name = "MODE", default_value = "660")]
     socket_mode: String,
+    /// Also trust this CA (PEM) for TLS to upstreams (repeatable).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Vec<PathBuf>,
+    /// Write the CA that signs intercepted connections here (PEM), for the
+    /// sandboxes to trust. Needed when the policy has credentials or rules.
+    #[arg(long, value_name = "FILE")]
+    ca_cert_out: Option<PathBuf>,
     /// Maximum concurrent connections.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -65,7 +77,20 @@ fn serve(args: ServeArgs) -> Result<()> {
     let Some(path) = args.listen.strip_prefix("unix:").map(PathBuf::from) else {
         bail!("--listen {}: expected unix:PATH", args.listen);
     };
-    let policy = NetworkPolicy::from_file(&args.policy)?;
+    let ProxyPolicy {
+        network: policy,
+        credentials: specs,
+    } = ProxyPolicy::from_file(&args.policy)?;
+    if let Some(c) = specs
+        .iter()
+        .find(|c| matches!(c.apply, Apply::Placeholder { .. }))
+    {
+        bail!(
+            "credential '{}': placeholder credentials need the session proxy of `sandbox run` \
+             (the sandbox must learn the placeholder); use inject = {{ header, value }} in a sidecar",
+            c.name
+        );
+    }
     let mode = u32::from_str_radix(&args.socket_mode, 8)
         .ok()
         .filter(|m| *m <= 0o777)
@@ -76,12 +101,36 @@ fn serve(args: ServeArgs) -> Result<()> {
             )
         })?;
     let session = new_session_id();
+    let interception = if specs.is_empty() && policy.rules.is_empty() {
+        None
+    } else {
+        let credentials =
+            Credentials::load_all(&specs, &|v| std::env::var(v).ok(), &Default::default())?;
+        let ca = SessionCa::generate(&session)?;
+        let Some(out) = &args.ca_cert_out else {
+            bail!(
+                "the policy intercepts TLS (credentials or rules): pass --ca-cert-out FILE so \
+                 sandboxes can trust the proxy's CA"
+            );
+        };
+        std::fs::write(out, ca.cert_pem()).with_context(|| format!("write {}", out.display()))?;
+        Some(Interception {
+            credentials,
+            ca: std::sync::Arc::new(ca),
+            upstream_tls: egress_proxy::tls::upstream_config(&args.upstream_ca)?,
+        })
+    };
+    let redactions = interception
+        .as_ref()
+        .map(|i| i.credentials.redactions())
+        .unwrap_or_default();
     let audit = match &args.audit_log {
         Some(p) => {
             AuditLog::open(p, &session).with_context(|| format!("audit log {}", p.display()))?
         }
         None => AuditLog::stdout(&session),
-    };
+    }
+    .with_redactions(redactions);
     // A stale socket from a previous run is replaced; any other file is not.
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         if !meta.file_type().is_socket() {
@@ -98,7 +147,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections.max(1),
         ..Limits::default()
     };
-    let proxy = Proxy::new(policy, limits, audit);
+    let proxy = Proxy::with_interception(policy, limits, audit, interception);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

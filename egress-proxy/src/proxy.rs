@@ -12,9 +12,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{AuditLog, Event, Peer};
+use crate::ca::SessionCa;
 use crate::limits::Limits;
 use crate::meter::{Meter, Metered, Side};
 use crate::policy::NetworkPolicy;
+use crate::secrets::Credentials;
 use crate::{http, socks};
 
 /// One proxy: a policy, its limits and its audit log.
@@ -26,7 +28,20 @@ pub struct Proxy {
     pub limits: Limits,
     /// Where every decision is recorded.
     pub audit: AuditLog,
+    /// TLS interception for hosts with credentials or rules, if any.
+    pub interception: Option<Interception>,
     slots: Arc<Semaphore>,
+}
+
+/// What the proxy needs to intercept TLS and apply credentials.
+#[derive(Debug)]
+pub struct Interception {
+    /// The session's credentials, secrets loaded.
+    pub credentials: Credentials,
+    /// The session CA that signs leaves for intercepted hosts.
+    pub ca: Arc<SessionCa>,
+    /// Client config for the proxy's own TLS to upstreams.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
 }
 
 /// What a protocol handler knows about its connection.
@@ -58,12 +73,32 @@ impl ConnCtx {
 impl Proxy {
     /// A proxy for `policy`.
     pub fn new(policy: NetworkPolicy, limits: Limits, audit: AuditLog) -> Arc<Self> {
+        Self::with_interception(policy, limits, audit, None)
+    }
+
+    /// A proxy that also intercepts TLS for hosts with credentials or rules.
+    pub fn with_interception(
+        policy: NetworkPolicy,
+        limits: Limits,
+        audit: AuditLog,
+        interception: Option<Interception>,
+    ) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         Arc::new(Self {
             policy,
             limits,
             audit,
+            interception,
             slots,
+        })
+    }
+
+    /// Whether CONNECTs to `host` are intercepted: it carries a credential
+    /// or has method/path rules.
+    pub fn intercepts(&self, host: &str) -> bool {
+        self.interception.as_ref().is_some_and(|i| {
+            i.credentials.any_bound_to(host)
+                || self.policy.rules.iter().any(|r| r.host.matches(host))
         })
     }
 

@@ -65,6 +65,14 @@ pub struct RunArgs {
     /// as root, else ~/.local/state/airlock/audit.jsonl].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// Credentials the session proxy holds and injects: a TOML file whose
+    /// `[[credentials]]` tables are used. Secrets never enter the sandbox.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Also trust this CA (PEM) for the proxy's own TLS to upstreams
+    /// (private CAs; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

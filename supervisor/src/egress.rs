@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use egress_proxy::config::ProxyPolicy;
+use egress_proxy::credentials::{Apply, CredentialSpec, SecretSource};
 use egress_proxy::policy::{Cidr, DenyRule, DomainRule, DEFAULT_PORTS};
 use egress_proxy::NetworkPolicy;
 
@@ -16,6 +18,18 @@ pub const INSIDE_SOCKET: &str = "/run/airlock/egress.sock";
 pub const HTTP_PORT: u16 = 3128;
 /// The in-sandbox SOCKS5 port (relayed to the egress socket).
 pub const SOCKS_PORT: u16 = 1080;
+/// Where the CA bundle (system roots plus the session CA) appears inside.
+pub const INSIDE_CA_BUNDLE: &str = "/run/airlock/ca-bundle.pem";
+/// Variables that point TLS clients at the bundle, whatever their library.
+pub const CA_ENV: &[&str] = &[
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "CARGO_HTTP_CAINFO",
+];
 
 /// The network part of the command line.
 #[derive(Debug, Clone, Default)]
@@ -32,9 +46,15 @@ pub struct NetworkRequest {
     pub egress_socket: Option<PathBuf>,
     /// `--audit-log PATH`.
     pub audit_log: Option<PathBuf>,
+    /// `--credentials FILE`: its `[[credentials]]` tables.
+    pub credentials_file: Option<PathBuf>,
+    /// `--upstream-ca FILE`: extra roots the proxy trusts upstream.
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 /// Who serves the egress socket.
+// One plan per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyPlacement {
     /// `sandbox run` starts a proxy for this session.
@@ -43,6 +63,13 @@ pub enum ProxyPlacement {
         policy: NetworkPolicy,
         /// Where it appends audit events.
         audit_log: PathBuf,
+        /// Credentials it holds (secrets are read at start, never here).
+        credentials: Vec<CredentialSpec>,
+        /// The placeholder the sandbox sees for each placeholder credential:
+        /// (credential name, variable, placeholder).
+        placeholders: Vec<(String, String, String)>,
+        /// Extra roots for its own TLS to upstreams.
+        upstream_ca: Vec<PathBuf>,
     },
     /// A sidecar already serves `socket`; its own policy applies.
     External,
@@ -59,6 +86,21 @@ pub struct EgressPlan {
     pub inside_socket: PathBuf,
     /// The in-sandbox ports relayed to it.
     pub relay_ports: Vec<u16>,
+    /// The trust bundle, when the session proxy intercepts TLS.
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// The sandbox's trust bundle: the system roots plus the session CA, written
+/// by `sandbox run` into the session directory and mounted read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    /// The file on the host side (in the session directory).
+    pub host_file: PathBuf,
+    /// Where it appears inside; the CA variables point here.
+    pub inside: PathBuf,
+    /// The system bundle it is also mounted over (tools that ignore the
+    /// variables), if the host has one.
+    pub system_path: Option<PathBuf>,
 }
 
 /// Builds the egress plan. `session_dir` holds the session proxy's socket.
@@ -80,11 +122,58 @@ pub fn plan(
                  with --egress-socket the sidecar's policy decides",
             ))
         }
+        Some(_) if req.credentials_file.is_some() || !req.upstream_ca.is_empty() => {
+            return Err(SetupError::new(
+                "network",
+                "--credentials/--upstream-ca configure this session's own proxy; with \
+                 --egress-socket the sidecar holds the credentials",
+            ))
+        }
         Some(_) => ProxyPlacement::External,
-        None => ProxyPlacement::Session {
-            policy: network_policy(req)?,
-            audit_log: req.audit_log.clone().unwrap_or(default_audit_log),
-        },
+        None => {
+            let credentials = match &req.credentials_file {
+                Some(path) => {
+                    ProxyPolicy::from_file(path)
+                        .map_err(|e| SetupError::new("credentials", e.to_string()))?
+                        .credentials
+                }
+                None => Vec::new(),
+            };
+            let placeholders = credentials
+                .iter()
+                .filter_map(|c| match &c.apply {
+                    Apply::Placeholder { env } => Some((
+                        c.name.clone(),
+                        env.clone(),
+                        format!(
+                            "airlock-placeholder-{}-{}",
+                            c.name,
+                            egress_proxy::new_session_id()
+                        ),
+                    )),
+                    Apply::Header { .. } => None,
+                })
+                .collect();
+            ProxyPlacement::Session {
+                policy: network_policy(req)?,
+                audit_log: req.audit_log.clone().unwrap_or(default_audit_log),
+                credentials,
+                placeholders,
+                upstream_ca: req.upstream_ca.clone(),
+            }
+        }
+    };
+    let ca_bundle = match &proxy {
+        ProxyPlacement::Session {
+            policy,
+            credentials,
+            ..
+        } if !credentials.is_empty() || !policy.rules.is_empty() => Some(CaBundle {
+            host_file: session_dir.join("ca-bundle.pem"),
+            inside: PathBuf::from(INSIDE_CA_BUNDLE),
+            system_path: egress_proxy::tls::system_bundle(),
+        }),
+        _ => None,
     };
     let host_socket = match &req.egress_socket {
         Some(p) => {
@@ -106,7 +195,42 @@ pub fn plan(
         host_socket,
         inside_socket: PathBuf::from(INSIDE_SOCKET),
         relay_ports: vec![HTTP_PORT, SOCKS_PORT],
+        ca_bundle,
     })
+}
+
+impl EgressPlan {
+    /// Variables the agent gets: proxy variables, CA variables when TLS is
+    /// intercepted, and each placeholder credential's placeholder.
+    pub fn agent_env(&self) -> Vec<(String, String)> {
+        let mut env = proxy_env();
+        if let Some(b) = &self.ca_bundle {
+            for name in CA_ENV {
+                env.push((name.to_string(), b.inside.display().to_string()));
+            }
+        }
+        if let ProxyPlacement::Session { placeholders, .. } = &self.proxy {
+            for (_, var, value) in placeholders {
+                env.push((var.clone(), value.clone()));
+            }
+        }
+        env
+    }
+
+    /// Environment variables that hold a credential's secret on the host:
+    /// they never enter the sandbox.
+    pub fn secret_env_sources(&self) -> Vec<(String, String)> {
+        match &self.proxy {
+            ProxyPlacement::Session { credentials, .. } => credentials
+                .iter()
+                .filter_map(|c| match &c.source {
+                    SecretSource::Env(v) => Some((v.clone(), c.name.clone())),
+                    _ => None,
+                })
+                .collect(),
+            ProxyPlacement::External => Vec::new(),
+        }
+    }
 }
 
 /// The session proxy's policy from the flags. The embedded default allows

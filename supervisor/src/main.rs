@@ -63,6 +63,8 @@ fn run_command(args: RunArgs) -> ExitCode {
             allow_port: args.allow_port,
             egress_socket: args.egress_socket,
             audit_log: args.audit_log,
+            credentials_file: args.credentials,
+            upstream_ca: args.upstream_ca,
         },
     };
     let result = plan::Host::current()

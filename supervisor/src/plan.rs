@@ -210,6 +210,20 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         target: egress.inside_socket.clone(),
         writable: true,
     });
+    if let Some(bundle) = &egress.ca_bundle {
+        layout.push(MountStep::Bind {
+            source: bundle.host_file.clone(),
+            target: bundle.inside.clone(),
+            writable: false,
+        });
+        if let Some(system) = &bundle.system_path {
+            layout.push(MountStep::Bind {
+                source: bundle.host_file.clone(),
+                target: system.clone(),
+                writable: false,
+            });
+        }
+    }
     layout.push(MountStep::Tmpfs {
         target: home.clone(),
         mode: 0o700,
@@ -234,6 +248,13 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         path: PathBuf::from("/proc"),
         access: FsAccess::ReadNoExec,
     });
+    if let Some(dir) = egress.inside_socket.parent() {
+        // The egress socket and the CA bundle: readable, nothing more.
+        rules.push(FsRule {
+            path: dir.to_path_buf(),
+            access: FsAccess::ReadNoExec,
+        });
+    }
     for node in DEV_NODES {
         rules.push(FsRule {
             path: Path::new("/dev").join(node),
@@ -276,7 +297,7 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             tcp_connect: egress.relay_ports.clone(),
         },
         seccomp: seccomp::compile()?,
-        env: environment(policy, req, host, &identity, &home, &cwd)?,
+        env: environment(policy, req, host, &identity, &home, &cwd, &egress)?,
         session_id: host.session_id.clone(),
         session_dir,
         egress,
@@ -471,6 +492,7 @@ fn environment(
     id: &Identity,
     home: &Path,
     cwd: &Path,
+    egress: &EgressPlan,
 ) -> Result<Vec<(String, String)>, SetupError> {
     let user = nix::unistd::User::from_uid(id.inner_uid.into())
         .ok()
@@ -487,12 +509,16 @@ fn environment(
         ("PWD".into(), cwd.display().to_string()),
         ("AIRLOCK_SESSION_ID".into(), host.session_id.clone()),
     ];
-    env.extend(egress::proxy_env());
+    env.extend(egress.agent_env());
+    let secret_sources = egress.secret_env_sources();
     let set = |name: &str, value: String, env: &mut Vec<(String, String)>| {
         env.retain(|(k, _)| k != name);
         env.push((name.to_string(), value));
     };
     for name in &policy.env_pass {
+        if secret_sources.iter().any(|(v, _)| v == name) {
+            continue;
+        }
         if let Some(v) = host.var(name).and_then(|v| v.to_str()) {
             set(name, v.to_string(), &mut env);
         }
@@ -509,6 +535,15 @@ fn environment(
             return Err(SetupError::new(
                 "environment",
                 format!("--env {name:?}: expected NAME or NAME=VALUE"),
+            ));
+        }
+        if let Some((_, cred)) = secret_sources.iter().find(|(v, _)| v == name) {
+            return Err(SetupError::new(
+                "environment",
+                format!(
+                    "--env {name}: {name} holds the secret of credential '{cred}', which never \
+                     enters the sandbox (the agent gets a placeholder or nothing)"
+                ),
             ));
         }
         let value = match value {

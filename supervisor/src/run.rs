@@ -8,6 +8,12 @@ use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::HashMap;
+
+use egress_proxy::ca::SessionCa;
+use egress_proxy::credentials::CredentialSpec;
+use egress_proxy::proxy::Interception;
+use egress_proxy::secrets::Credentials;
 use egress_proxy::{AuditLog, Limits, Proxy, SessionProxy};
 
 use nix::fcntl::OFlag;
@@ -17,7 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::egress::ProxyPlacement;
+use crate::egress::{CaBundle, ProxyPlacement};
 use crate::error::SetupError;
 use crate::init::{self, Channels};
 use crate::namespaces::{self, Side};
@@ -115,13 +121,37 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
 }
 
 /// Binds the session proxy's socket (before the clone, so init can mount
-/// it) and opens its audit log; fails closed if either is impossible.
+/// it), opens its audit log, and, when it intercepts TLS, reads the
+/// credentials' secrets, makes the session CA and writes the sandbox's trust
+/// bundle. Fails closed if any of it is impossible.
 fn prepare_egress(plan: &SandboxPlan) -> Result<Option<(UnixListener, Arc<Proxy>)>, SetupError> {
-    let ProxyPlacement::Session { policy, audit_log } = &plan.egress.proxy else {
+    let ProxyPlacement::Session {
+        policy,
+        audit_log,
+        credentials,
+        placeholders,
+        upstream_ca,
+    } = &plan.egress.proxy
+    else {
         return Ok(None);
     };
+    let interception = match &plan.egress.ca_bundle {
+        None => None,
+        Some(bundle) => Some(interception(
+            plan,
+            bundle,
+            credentials,
+            placeholders,
+            upstream_ca,
+        )?),
+    };
+    let redactions = interception
+        .as_ref()
+        .map(|i| i.credentials.redactions())
+        .unwrap_or_default();
     let audit = AuditLog::open(audit_log, &plan.session_id)
-        .map_err(|e| SetupError::io("audit", format!("open {}", audit_log.display()), e))?;
+        .map_err(|e| SetupError::io("audit", format!("open {}", audit_log.display()), e))?
+        .with_redactions(redactions);
     let path = &plan.egress.host_socket;
     let listener = UnixListener::bind(path)
         .map_err(|e| SetupError::io("network", format!("listen on {}", path.display()), e))?;
@@ -135,8 +165,53 @@ fn prepare_egress(plan: &SandboxPlan) -> Result<Option<(UnixListener, Arc<Proxy>
     }
     Ok(Some((
         listener,
-        Proxy::new(policy.clone(), Limits::default(), audit),
+        Proxy::with_interception(policy.clone(), Limits::default(), audit, interception),
     )))
+}
+
+fn interception(
+    plan: &SandboxPlan,
+    bundle: &CaBundle,
+    specs: &[CredentialSpec],
+    placeholders: &[(String, String, String)],
+    upstream_ca: &[std::path::PathBuf],
+) -> Result<Interception, SetupError> {
+    let ph: HashMap<String, String> = placeholders
+        .iter()
+        .map(|(name, _, value)| (name.clone(), value.clone()))
+        .collect();
+    let credentials = Credentials::load_all(specs, &|var| std::env::var(var).ok(), &ph)
+        .map_err(|e| SetupError::new("credentials", e.to_string()))?;
+    let ca = SessionCa::generate(&plan.session_id)
+        .map_err(|e| SetupError::new("credentials", format!("session CA: {e}")))?;
+    let system = bundle
+        .system_path
+        .as_ref()
+        .map(std::fs::read_to_string)
+        .transpose()
+        .map_err(|e| SetupError::io("credentials", "read the system CA bundle", e))?
+        .unwrap_or_default();
+    let mut text = system;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(ca.cert_pem());
+    std::fs::write(&bundle.host_file, text).map_err(|e| {
+        SetupError::io(
+            "credentials",
+            format!("write {}", bundle.host_file.display()),
+            e,
+        )
+    })?;
+    std::fs::set_permissions(&bundle.host_file, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| SetupError::io("credentials", "chmod the CA bundle", e))?;
+    let upstream_tls = egress_proxy::tls::upstream_config(upstream_ca)
+        .map_err(|e| SetupError::new("credentials", e.to_string()))?;
+    Ok(Interception {
+        credentials,
+        ca: Arc::new(ca),
+        upstream_tls,
+    })
 }
 
 struct KillOnDrop(Pid);
@@ -177,6 +252,7 @@ fn parse_setup_error(text: &str) -> SetupError {
         "landlock",
         "seccomp",
         "workspace",
+        "credentials",
         "agent",
         "init",
     ];

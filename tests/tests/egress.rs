@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::net::{
-    can_run, make_bare_repo, spy_addr, Cert, DnsSpy, GitServer, Names, Upstream, DNS_LOCK,
+    can_run, git_server, make_bare_repo, spy_addr, Cert, DnsSpy, Names, Upstream, DNS_LOCK,
 };
 use common::{install_executable, Sandbox, TempDir};
 use serde_json::Value;
@@ -82,9 +82,9 @@ fn allowed_host_is_reachable_over_http_https_and_socks() {
     let cert = Cert::generate(certs.path(), &["git.example.com"]);
     let repos = TempDir::new("/tmp", "airlock-repos");
     make_bare_repo(repos.path(), "repo", "over tls\n");
-    let tls = GitServer::start(repos.path(), Some(&cert));
+    let tls = git_server(repos.path(), Some(&cert));
     let sb = Sandbox::new();
-    std::fs::copy(&cert.cert, sb.workspace.join("ca.pem")).expect("copy CA");
+    std::fs::copy(&cert.ca, sb.workspace.join("ca.pem")).expect("copy CA");
     let names = Names::new();
     let opts = [
         "--allow",
@@ -540,10 +540,10 @@ fn python_and_git_work_through_the_proxy() {
     let cert = Cert::generate(certs.path(), &["git.example.com"]);
     let repos = TempDir::new("/tmp", "airlock-repos");
     make_bare_repo(repos.path(), "repo", "cloned through airlock\n");
-    let plain = GitServer::start(repos.path(), None);
-    let tls = GitServer::start(repos.path(), Some(&cert));
+    let plain = git_server(repos.path(), None);
+    let tls = git_server(repos.path(), Some(&cert));
     let sb = Sandbox::new();
-    std::fs::copy(&cert.cert, sb.workspace.join("ca.pem")).expect("copy CA");
+    std::fs::copy(&cert.ca, sb.workspace.join("ca.pem")).expect("copy CA");
     let names = Names::new();
     let ports = [up.port, plain.port, tls.port].map(|p| p.to_string());
     let mut opts = vec![

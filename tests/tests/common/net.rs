@@ -26,6 +26,7 @@ pub const TEST_NAMES: &[&str] = &[
     "deep.a.example.org",
     "badexample.org",
     "git.example.com",
+    "other.example.com",
 ];
 
 /// Where the DNS spy listens; the private resolv.conf names only it.
@@ -282,66 +283,123 @@ fn qname(mut q: &[u8]) -> Option<String> {
     Some(labels.join("."))
 }
 
-/// A self-signed certificate for `names` (and 127.0.0.1), made with openssl.
+/// A test CA and a server certificate it signed for `names` (and
+/// 127.0.0.1), made with openssl.
 pub struct Cert {
-    /// PEM certificate (also the CA clients trust).
+    /// The test CA (PEM): what clients trust.
+    pub ca: PathBuf,
+    /// The server's certificate (PEM).
     pub cert: PathBuf,
-    /// PEM private key.
+    /// The server's private key (PEM).
     pub key: PathBuf,
 }
 
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Cert {
-    /// Generates the pair in `dir` (readable by the agent).
+    /// Generates the CA and the server pair in `dir` (readable by the agent).
     pub fn generate(dir: &Path, names: &[&str]) -> Cert {
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca_args = vec!["req", "-x509"];
+        ca_args.extend(ec);
+        ca_args.extend([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=airlock test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&ca_args, dir);
+        let subj = format!("/CN={}", names[0]);
+        let mut req_args = vec!["req"];
+        req_args.extend(ec);
+        req_args.extend(["-subj", &subj, "-keyout", "key.pem", "-out", "leaf.csr"]);
+        openssl(&req_args, dir);
         let mut san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
         san.push("IP:127.0.0.1".into());
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .arg("ec_paramgen_curve:prime256v1")
-            .args(["-nodes", "-days", "1", "-subj"])
-            .arg(format!("/CN={}", names[0]))
-            .arg("-addext")
-            .arg(format!("subjectAltName={}", san.join(",")))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        write_file(
+            &dir.join("leaf.ext"),
+            &format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+                san.join(",")
+            ),
+            0o644,
         );
-        super::set_mode(&cert, 0o644);
-        Cert { cert, key }
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "cert.pem",
+            ],
+            dir,
+        );
+        for f in ["ca.pem", "cert.pem"] {
+            super::set_mode(&dir.join(f), 0o644);
+        }
+        Cert {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
     }
 }
 
-/// `tests/fixtures/git_http_server.py` serving bare repositories, over
-/// plain HTTP or TLS.
-pub struct GitServer {
+/// A Python fixture server from `tests/fixtures/` that prints `PORT <n>`.
+pub struct PyServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     child: Child,
 }
 
-impl GitServer {
-    /// Serves `root`; with TLS when `cert` is given.
-    pub fn start(root: &Path, cert: Option<&Cert>) -> GitServer {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/git_http_server.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script).arg("--root").arg(root);
-        if let Some(c) = cert {
-            cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
-        }
-        let mut child = cmd
+impl PyServer {
+    /// Starts `tests/fixtures/SCRIPT ARGS...` and reads its port.
+    pub fn start(script: &str, args: &[&std::ffi::OsStr]) -> PyServer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start git_http_server.py");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped"))
             .read_line(&mut line)
@@ -350,16 +408,47 @@ impl GitServer {
             .trim()
             .strip_prefix("PORT ")
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("git server said {line:?}"));
-        GitServer { port, child }
+            .unwrap_or_else(|| panic!("{script} said {line:?}"));
+        PyServer { port, child }
     }
 }
 
-impl Drop for GitServer {
+impl Drop for PyServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `tests/fixtures/https_echo_server.py`: records what it received in
+/// `record` (JSON lines, on the host).
+pub fn https_echo(cert: &Cert, record: &Path) -> PyServer {
+    PyServer::start(
+        "https_echo_server.py",
+        &[
+            "--cert".as_ref(),
+            cert.cert.as_os_str(),
+            "--key".as_ref(),
+            cert.key.as_os_str(),
+            "--record".as_ref(),
+            record.as_os_str(),
+        ],
+    )
+}
+
+/// `tests/fixtures/git_http_server.py` serving the bare repositories in
+/// `root`, over TLS when `cert` is given.
+pub fn git_server(root: &Path, cert: Option<&Cert>) -> PyServer {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--root".as_ref(), root.as_os_str()];
+    if let Some(c) = cert {
+        args.extend([
+            "--cert".as_ref(),
+            c.cert.as_os_str(),
+            "--key".as_ref(),
+            c.key.as_os_str(),
+        ]);
+    }
+    PyServer::start("git_http_server.py", &args)
 }
 
 /// A bare repository `root/NAME.git` with one commit of `file.txt`.

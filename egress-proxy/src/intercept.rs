@@ -1,0 +1,434 @@
+//! TLS interception for hosts that carry a credential or have method/path
+//! rules. The sandbox's TLS ends here with a leaf from the session CA; the
+//! proxy opens its own verified TLS to the upstream. Inside, every request
+//! is checked again: SNI and Host must both be the CONNECT host (no domain
+//! fronting, no second host smuggled into the tunnel), the policy and the
+//! host's method/path rules must allow it, and no credential bound to
+//! another host may ride along. Then the host's credentials are applied.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, HOST, UPGRADE};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
+
+use crate::audit::Event;
+use crate::decide::{decide_target, Decision};
+use crate::gate;
+use crate::http::{refusal_response, strip_hop_by_hop, Body};
+use crate::inspect::{find_leak, head_bytes, inject, read_ahead};
+use crate::name::{parse_host, Host};
+use crate::proxy::ConnCtx;
+use crate::tls;
+use crate::tunnel;
+
+/// A verified TLS connection to the upstream.
+pub type UpstreamTls = TlsStream<TcpStream>;
+
+/// Dials `host:port` through the gate and completes a verified TLS
+/// handshake with it. Failures are refusals the client can read.
+pub async fn dial(
+    ctx: &ConnCtx,
+    host: &str,
+    port: u16,
+    event: &mut Event,
+) -> Result<UpstreamTls, gate::Refusal> {
+    let tcp = gate::open(&ctx.proxy, host, port, event).await?;
+    let Some(icpt) = ctx.proxy.interception.as_ref() else {
+        return Err(gate::Refusal::Unreachable {
+            reason: "upstream-tls",
+            detail: "interception is not configured".into(),
+        });
+    };
+    let name = ServerName::try_from(host.to_string()).map_err(|e| gate::Refusal::Unreachable {
+        reason: "upstream-tls",
+        detail: e.to_string(),
+    })?;
+    let connector = TlsConnector::from(icpt.upstream_tls.clone());
+    let handshake = connector.connect(name, tcp);
+    match tokio::time::timeout(ctx.proxy.limits.connect_timeout, handshake).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => {
+            let detail = format!("TLS to {host}:{port} failed: {e}");
+            event.error = Some(detail.clone());
+            Err(gate::Refusal::Unreachable {
+                reason: "upstream-tls",
+                detail,
+            })
+        }
+        Err(_) => Err(gate::Refusal::Unreachable {
+            reason: "timeout",
+            detail: "TLS handshake with the upstream timed out".into(),
+        }),
+    }
+}
+
+struct Tunnel {
+    ctx: Arc<ConnCtx>,
+    host: String,
+    port: u16,
+    ip: Option<IpAddr>,
+    upstream: Mutex<Option<SendRequest<Body>>>,
+}
+
+/// Terminates the sandbox's TLS on `client` (the CONNECT tunnel) and serves
+/// its requests over `upstream`. Records `event` (the CONNECT) at the end.
+pub async fn serve<S>(
+    client: S,
+    ctx: Arc<ConnCtx>,
+    host: String,
+    port: u16,
+    upstream: UpstreamTls,
+    mut event: Event,
+    started: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = ctx.proxy.limits.clone();
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
+    let start = match tokio::time::timeout(limits.header_timeout, acceptor).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            event.error = Some("no TLS ClientHello from the sandbox".into());
+            return finish(&ctx, event, started);
+        }
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(str::to_ascii_lowercase);
+    let sni_host = sni.as_deref().and_then(|s| parse_host(s).ok());
+    if sni_host != Some(Host::Name(host.clone())) {
+        event.decision = Some(Decision {
+            allow: false,
+            rule: "tls-sni".into(),
+            reason: "sni-mismatch",
+        });
+        event.error = Some(format!(
+            "TLS SNI {:?} is not the CONNECT host {host}",
+            sni.unwrap_or_default()
+        ));
+        return finish(&ctx, event, started);
+    }
+    let Some(icpt) = ctx.proxy.interception.as_ref() else {
+        return finish(&ctx, event, started);
+    };
+    let config = match icpt.ca.leaf(&host).await {
+        Ok(leaf) => match tls::sandbox_facing(leaf) {
+            Ok(c) => c,
+            Err(e) => {
+                event.error = Some(format!("TLS setup: {e}"));
+                return finish(&ctx, event, started);
+            }
+        },
+        Err(e) => {
+            event.error = Some(format!("leaf certificate: {e}"));
+            return finish(&ctx, event, started);
+        }
+    };
+    let tls = match start.into_stream(config).await {
+        Ok(t) => t,
+        Err(e) => {
+            event.error = Some(format!("TLS handshake with the sandbox: {e}"));
+            return finish(&ctx, event, started);
+        }
+    };
+    let sender = match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+        Ok((sender, conn)) => {
+            tokio::spawn(conn.with_upgrades());
+            Some(sender)
+        }
+        Err(e) => {
+            event.error = Some(format!("upstream HTTP: {e}"));
+            return finish(&ctx, event, started);
+        }
+    };
+    let tunnel = Arc::new(Tunnel {
+        ctx: ctx.clone(),
+        host,
+        port,
+        ip: event.ip,
+        upstream: Mutex::new(sender),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let tunnel = tunnel.clone();
+        async move { Ok::<_, Infallible>(handle(tunnel, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades();
+    let mut shutdown = ctx.shutdown.clone();
+    tokio::select! {
+        _ = conn => {}
+        _ = tunnel::idle(&ctx.meter, limits.idle_timeout) => event.error = Some("idle timeout".into()),
+        _ = tokio::time::sleep(limits.max_lifetime) => event.error = Some("connection lifetime exceeded".into()),
+        _ = crate::until_ended(&mut shutdown) => event.error = Some("session ended".into()),
+    }
+    finish(&ctx, event, started);
+}
+
+fn finish(ctx: &ConnCtx, mut event: Event, started: Instant) {
+    let (up, down) = ctx.meter.bytes();
+    event.bytes_up = up;
+    event.bytes_down = down;
+    event.duration = started.elapsed();
+    ctx.finish(event);
+}
+
+fn deny(tunnel: &Tunnel, mut event: Event, rule: String, reason: &'static str) -> Response<Body> {
+    let d = Decision {
+        allow: false,
+        rule,
+        reason,
+    };
+    let r = gate::Refusal::Policy(d.clone());
+    event.decision = Some(d);
+    event.status = Some(403);
+    tunnel.ctx.finish(event);
+    refusal_response(&r, &format!("{}:{}", tunnel.host, tunnel.port))
+}
+
+async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Body> {
+    let ctx = tunnel.ctx.clone();
+    let started = Instant::now();
+    let mut event = ctx.event("http_request", "https");
+    event.method = Some(req.method().to_string());
+    event.path = req.uri().path_and_query().map(|p| p.to_string());
+    event.host = tunnel.host.clone();
+    event.port = tunnel.port;
+    event.ip = tunnel.ip;
+    let host = Host::Name(tunnel.host.clone());
+
+    // The request must be for the host the tunnel was opened to.
+    let uri_ok = match req.uri().authority() {
+        None => true,
+        Some(a) => {
+            parse_host(a.host()).is_ok_and(|h| h == host)
+                && a.port_u16().unwrap_or(443) == tunnel.port
+        }
+    };
+    if !uri_ok || !host_header_agrees_port(&req, &host, tunnel.port) {
+        return deny(&tunnel, event, "host-header".into(), "host-mismatch");
+    }
+    let decision = decide_target(&ctx.proxy.policy, &host, tunnel.port);
+    if !decision.allow {
+        return deny(&tunnel, event, decision.rule, decision.reason);
+    }
+    let rules: Vec<_> = ctx
+        .proxy
+        .policy
+        .rules
+        .iter()
+        .filter(|r| r.host.matches(&tunnel.host))
+        .collect();
+    if !rules.is_empty()
+        && !rules
+            .iter()
+            .any(|r| r.admits(req.method().as_str(), req.uri().path()))
+    {
+        return deny(
+            &tunnel,
+            event,
+            format!("rules:{}", tunnel.host),
+            "method-or-path-not-allowed",
+        );
+    }
+    let websocket = match req.headers().get(UPGRADE) {
+        None => false,
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"websocket") => true,
+        Some(_) => return deny(&tunnel, event, "upgrade".into(), "upgrade-refused"),
+    };
+    event.decision = Some(decision);
+
+    let Some(icpt) = ctx.proxy.interception.as_ref() else {
+        return deny(&tunnel, event, "interception".into(), "not-intercepted");
+    };
+    let creds = &icpt.credentials;
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let (seen, body) = match read_ahead(body).await {
+        Ok(x) => x,
+        Err(e) => {
+            event.error = Some(format!("reading the request body: {e}"));
+            event.status = Some(400);
+            ctx.finish(event);
+            return crate::http::text(400, &[], "airlock: could not read the request body".into());
+        }
+    };
+    let mut req = Request::from_parts(parts, body.boxed());
+    if let Some(c) = find_leak(creds, &tunnel.host, &head_bytes(&req), &seen) {
+        let name = c.spec.name.clone();
+        let mut leak = ctx.event("credential_leak_blocked", "https");
+        leak.host = tunnel.host.clone();
+        leak.port = tunnel.port;
+        leak.credential = Some(name.clone());
+        leak.decision = Some(Decision {
+            allow: false,
+            rule: format!("credential:{name}"),
+            reason: "credential-leak",
+        });
+        ctx.finish(leak);
+        return deny(
+            &tunnel,
+            event,
+            format!("credential:{name}"),
+            "credential-leak",
+        );
+    }
+    let used = inject(creds, &tunnel.host, &mut req);
+    for name in &used {
+        let mut ev = ctx.event("credential_used", "https");
+        ev.host = tunnel.host.clone();
+        ev.port = tunnel.port;
+        ev.credential = Some(name.clone());
+        ev.decision = event.decision.clone();
+        ev.method = event.method.clone();
+        ev.path = event.path.clone();
+        ctx.finish(ev);
+    }
+
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, websocket);
+    let host_value = if tunnel.port == 443 {
+        tunnel.host.clone()
+    } else {
+        format!("{}:{}", tunnel.host, tunnel.port)
+    };
+    if let Ok(v) = HeaderValue::from_str(&host_value) {
+        parts.headers.insert(HOST, v);
+    }
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, body);
+
+    let mut sender = match take_sender(&tunnel, &mut event).await {
+        Ok(s) => s,
+        Err(r) => {
+            event.status = Some(r.status());
+            event.duration = started.elapsed();
+            ctx.finish(event);
+            return refusal_response(&r, &host_value);
+        }
+    };
+    let result = match sender.ready().await {
+        Ok(()) => sender.send_request(upstream_req).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let r = gate::Refusal::Unreachable {
+                reason: "upstream-error",
+                detail: e.to_string(),
+            };
+            event.error = Some(e.to_string());
+            event.status = Some(r.status());
+            event.duration = started.elapsed();
+            ctx.finish(event);
+            return refusal_response(&r, &host_value);
+        }
+    };
+    event.status = Some(resp.status().as_u16());
+    event.duration = started.elapsed();
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let ctx2 = ctx.clone();
+            tokio::spawn(async move {
+                if let Ok((c, u)) = tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    let mut c = TokioIo::new(c);
+                    let _ = tunnel::run(
+                        &mut c,
+                        TokioIo::new(u),
+                        ctx2.meter.clone(),
+                        &ctx2.proxy.limits,
+                        ctx2.shutdown.clone(),
+                    )
+                    .await;
+                }
+            });
+        }
+    } else if let Ok(mut slot) = tunnel.upstream.lock() {
+        *slot = Some(sender);
+    }
+    ctx.finish(event);
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(
+        &mut parts.headers,
+        parts.status == StatusCode::SWITCHING_PROTOCOLS,
+    );
+    // An upstream that echoes a secret back in a header (a debug header, a
+    // reflected Authorization) must not hand it to the sandbox.
+    for v in parts.headers.values_mut() {
+        let Ok(text) = v.to_str() else { continue };
+        if let Some(c) = creds
+            .all()
+            .iter()
+            .find(|c| text.contains(c.secret.expose()))
+        {
+            let shown = c.placeholder.clone().unwrap_or_else(|| "[redacted]".into());
+            if let Ok(new) = HeaderValue::from_str(&text.replace(c.secret.expose(), &shown)) {
+                *v = new;
+            }
+        }
+    }
+    Response::from_parts(parts, body.boxed())
+}
+
+/// The Host header, if any, names the tunnel's host and port (443 when it
+/// names none).
+fn host_header_agrees_port<B>(req: &Request<B>, host: &Host, port: u16) -> bool {
+    match req.headers().get(HOST) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<hyper::http::uri::Authority>().ok())
+            .is_some_and(|a| {
+                parse_host(a.host()).is_ok_and(|h| &h == host)
+                    && a.port_u16().unwrap_or(443) == port
+            }),
+    }
+}
+
+/// The kept upstream connection, or a new one if it closed.
+async fn take_sender(
+    tunnel: &Tunnel,
+    event: &mut Event,
+) -> Result<SendRequest<Body>, gate::Refusal> {
+    let kept = tunnel.upstream.lock().ok().and_then(|mut s| s.take());
+    if let Some(s) = kept.filter(|s| !s.is_closed()) {
+        return Ok(s);
+    }
+    let tls = dial(&tunnel.ctx, &tunnel.host, tunnel.port, event).await?;
+    match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+        Ok((sender, conn)) => {
+            tokio::spawn(conn.with_upgrades());
+            Ok(sender)
+        }
+        Err(e) => Err(gate::Refusal::Unreachable {
+            reason: "upstream-error",
+            detail: e.to_string(),
+        }),
+    }
+}
