@@ -117,7 +117,10 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
 /// Binds the session proxy's socket (before the clone, so init can mount
 /// it) and opens its audit log; fails closed if either is impossible.
 fn prepare_egress(plan: &SandboxPlan) -> Result<Option<(UnixListener, Arc<Proxy>)>, SetupError> {
-    let ProxyPlacement::Session { policy, audit_log } = &plan.egress.proxy else {
+    let ProxyPlacement::Session {
+        policy, audit_log, ..
+    } = &plan.egress.proxy
+    else {
         return Ok(None);
     };
     let audit = AuditLog::open(audit_log, &plan.session_id)
