@@ -67,7 +67,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(eff) => profile::to_policy(&eff, &profile::path_vars(args.workspace.as_deref())),
         Err(errors) => {
             for e in errors {
-                eprintln!("sandbox: policy: {e}");
+                eprintln!("sandbox: {e}");
             }
             return ExitCode::from(SUPERVISOR_ERROR);
         }

@@ -193,13 +193,13 @@ pub fn cli_rules(cli: &CliLayer, ports_so_far: Option<&[u16]>) -> Result<Rules, 
     for a in &cli.allow {
         match DomainRule::parse(a) {
             Ok(r) => rules.allow.push(Entry::new(r, format!("--allow {a}"))),
-            Err(e) => errors.push(format!("--allow: {e}")),
+            Err(e) => errors.push(format!("network: --allow: {e}")),
         }
     }
     for d in &cli.deny {
         match DenyRule::parse(d) {
             Ok(r) => rules.net_deny.push(Entry::new(r, format!("--deny {d}"))),
-            Err(e) => errors.push(format!("--deny: {e}")),
+            Err(e) => errors.push(format!("network: --deny: {e}")),
         }
     }
     for c in &cli.allow_cidr {
@@ -207,14 +207,14 @@ pub fn cli_rules(cli: &CliLayer, ports_so_far: Option<&[u16]>) -> Result<Rules, 
             Ok(r) => rules
                 .allow_cidr
                 .push(Entry::new(r, format!("--allow-cidr {c}"))),
-            Err(e) => errors.push(format!("--allow-cidr: {e}")),
+            Err(e) => errors.push(format!("network: --allow-cidr: {e}")),
         }
     }
     if !cli.allow_port.is_empty() {
         let mut ports = ports_so_far.unwrap_or(DEFAULT_PORTS).to_vec();
         for p in &cli.allow_port {
             if *p == 0 {
-                errors.push("--allow-port 0 is not a port".to_string());
+                errors.push("network: --allow-port 0 is not a port".to_string());
             } else if !ports.contains(p) {
                 ports.push(*p);
             }
