@@ -23,11 +23,108 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Report what this host supports and whether `sandbox run` works here.
     Doctor,
+    /// Check, show, explain and learn profiles.
+    #[command(subcommand)]
+    Policy(Box<PolicyCommand>),
+}
+
+/// `sandbox policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate profile files (with their `extends`); every error with
+    /// FILE:LINE:COL; exit 1 on any.
+    Check {
+        /// Also check them against this managed policy (ownership not checked).
+        #[arg(long, value_name = "PATH")]
+        managed: Option<PathBuf>,
+        /// Profile or managed-policy files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print the effective policy (after extends, flags and the managed
+    /// policy), the files it came from, and its SHA-256.
+    Show {
+        /// Which profiles and flags.
+        #[command(flatten)]
+        select: SelectArgs,
+        /// JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the profile format.
+    Schema,
+    /// Say whether a path or URL would be reachable, and by which rule.
+    Explain {
+        /// Which profiles and flags.
+        #[command(flatten)]
+        select: SelectArgs,
+        /// A host path, as the agent would name it.
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "url",
+            required_unless_present = "url"
+        )]
+        path: Option<PathBuf>,
+        /// An http(s) URL.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The request method, for hosts with method/path rules.
+        #[arg(long, default_value = "GET")]
+        method: String,
+    },
+    /// Turn the denials in an audit log into a `[network] allow` list to review.
+    Suggest {
+        /// The audit log (JSON lines).
+        #[arg(value_name = "AUDIT.jsonl")]
+        audit: PathBuf,
+    },
+}
+
+/// The options that select a policy, shared by `policy show` and `explain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectArgs {
+    /// A profile name or file, applied over the default (repeatable, in order).
+    #[arg(long, value_name = "NAME|PATH")]
+    pub profile: Vec<String>,
+    /// The managed policy, where /etc/airlock/managed.toml does not exist.
+    #[arg(long, value_name = "PATH")]
+    pub managed: Option<PathBuf>,
+    /// The workspace `${WORKSPACE}` stands for (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// As `sandbox run --allow`.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow: Vec<String>,
+    /// As `sandbox run --deny`.
+    #[arg(long, value_name = "PATTERN")]
+    pub deny: Vec<String>,
+    /// As `sandbox run --allow-cidr`.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
+    /// As `sandbox run --allow-port`.
+    #[arg(long, value_name = "PORT")]
+    pub allow_port: Vec<u16>,
+    /// As `sandbox run --env`.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// As `sandbox run --timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// Options of `sandbox run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// A profile name or file, applied over the default (repeatable, in
+    /// order; see `sandbox policy show`).
+    #[arg(long, value_name = "NAME|PATH")]
+    pub profile: Vec<String>,
+    /// The managed policy, where /etc/airlock/managed.toml does not exist
+    /// (also AIRLOCK_MANAGED_POLICY); honoured only if root owns it and
+    /// nobody else can write it.
+    #[arg(long, value_name = "PATH")]
+    pub managed: Option<PathBuf>,
     /// The directory the agent may write (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
@@ -65,10 +162,6 @@ pub struct RunArgs {
     /// as root, else ~/.local/state/airlock/audit.jsonl].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
-    /// Credentials the session proxy holds and injects: a TOML file whose
-    /// `[[credentials]]` tables are used. Secrets never enter the sandbox.
-    #[arg(long, value_name = "FILE")]
-    pub credentials: Option<PathBuf>,
     /// Also trust this CA (PEM) for the proxy's own TLS to upstreams
     /// (private CAs; repeatable).
     #[arg(long, value_name = "FILE")]

@@ -5,9 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use egress_proxy::config::ProxyPolicy;
 use egress_proxy::credentials::{Apply, CredentialSpec, SecretSource};
-use egress_proxy::policy::{Cidr, DenyRule, DomainRule, DEFAULT_PORTS};
 use egress_proxy::NetworkPolicy;
 
 use crate::error::SetupError;
@@ -46,8 +44,6 @@ pub struct NetworkRequest {
     pub egress_socket: Option<PathBuf>,
     /// `--audit-log PATH`.
     pub audit_log: Option<PathBuf>,
-    /// `--credentials FILE`: its `[[credentials]]` tables.
-    pub credentials_file: Option<PathBuf>,
     /// `--upstream-ca FILE`: extra roots the proxy trusts upstream.
     pub upstream_ca: Vec<PathBuf>,
 }
@@ -63,7 +59,8 @@ pub enum ProxyPlacement {
         policy: NetworkPolicy,
         /// Where it appends audit events.
         audit_log: PathBuf,
-        /// Credentials it holds (secrets are read at start, never here).
+        /// Credentials it holds, from the profiles (secrets are read at
+        /// start, never here).
         credentials: Vec<CredentialSpec>,
         /// The placeholder the sandbox sees for each placeholder credential:
         /// (credential name, variable, placeholder).
@@ -103,9 +100,13 @@ pub struct CaBundle {
     pub system_path: Option<PathBuf>,
 }
 
-/// Builds the egress plan. `session_dir` holds the session proxy's socket.
+/// Builds the egress plan. `policy` and `credentials` are the effective
+/// policy's (profiles and flags merged, managed policy applied);
+/// `session_dir` holds the session proxy's socket.
 pub fn plan(
     req: &NetworkRequest,
+    policy: &NetworkPolicy,
+    credentials: &[CredentialSpec],
     session_dir: &Path,
     default_audit_log: PathBuf,
 ) -> Result<EgressPlan, SetupError> {
@@ -122,23 +123,23 @@ pub fn plan(
                  with --egress-socket the sidecar's policy decides",
             ))
         }
-        Some(_) if req.credentials_file.is_some() || !req.upstream_ca.is_empty() => {
+        Some(_) if *policy != NetworkPolicy::default() || !credentials.is_empty() => {
             return Err(SetupError::new(
                 "network",
-                "--credentials/--upstream-ca configure this session's own proxy; with \
-                 --egress-socket the sidecar holds the credentials",
+                "the profile's [network] and [[credentials]] configure this session's own proxy; \
+                 with --egress-socket the sidecar's policy decides (give it the profile with \
+                 `egress-proxy serve --policy FILE`)",
+            ))
+        }
+        Some(_) if !req.upstream_ca.is_empty() => {
+            return Err(SetupError::new(
+                "network",
+                "--upstream-ca configures this session's own proxy; with --egress-socket the \
+                 sidecar verifies upstreams",
             ))
         }
         Some(_) => ProxyPlacement::External,
         None => {
-            let credentials = match &req.credentials_file {
-                Some(path) => {
-                    ProxyPolicy::from_file(path)
-                        .map_err(|e| SetupError::new("credentials", e.to_string()))?
-                        .credentials
-                }
-                None => Vec::new(),
-            };
             let placeholders = credentials
                 .iter()
                 .filter_map(|c| match &c.apply {
@@ -155,9 +156,9 @@ pub fn plan(
                 })
                 .collect();
             ProxyPlacement::Session {
-                policy: network_policy(req)?,
+                policy: policy.clone(),
                 audit_log: req.audit_log.clone().unwrap_or(default_audit_log),
-                credentials,
+                credentials: credentials.to_vec(),
                 placeholders,
                 upstream_ca: req.upstream_ca.clone(),
             }
@@ -217,6 +218,15 @@ impl EgressPlan {
         env
     }
 
+    /// The variables that hold placeholders.
+    pub fn placeholder_vars(&self) -> impl Iterator<Item = &str> {
+        let list: &[(String, String, String)] = match &self.proxy {
+            ProxyPlacement::Session { placeholders, .. } => placeholders,
+            ProxyPlacement::External => &[],
+        };
+        list.iter().map(|(_, var, _)| var.as_str())
+    }
+
     /// Environment variables that hold a credential's secret on the host:
     /// they never enter the sandbox.
     pub fn secret_env_sources(&self) -> Vec<(String, String)> {
@@ -231,42 +241,6 @@ impl EgressPlan {
             ProxyPlacement::External => Vec::new(),
         }
     }
-}
-
-/// The session proxy's policy from the flags. The embedded default allows
-/// nothing: every destination must be named.
-fn network_policy(req: &NetworkRequest) -> Result<NetworkPolicy, SetupError> {
-    let bad =
-        |flag: &str, e: &dyn std::fmt::Display| SetupError::new("network", format!("{flag}: {e}"));
-    let mut policy = NetworkPolicy::default();
-    for a in &req.allow {
-        policy
-            .allow
-            .push(DomainRule::parse(a).map_err(|e| bad("--allow", &e))?);
-    }
-    for d in &req.deny {
-        policy
-            .deny
-            .push(DenyRule::parse(d).map_err(|e| bad("--deny", &e))?);
-    }
-    for c in &req.allow_cidr {
-        policy
-            .allow_cidr
-            .push(Cidr::parse(c).map_err(|e| bad("--allow-cidr", &e))?);
-    }
-    if !req.allow_port.is_empty() {
-        let mut ports = DEFAULT_PORTS.to_vec();
-        for p in &req.allow_port {
-            if *p == 0 {
-                return Err(SetupError::new("network", "--allow-port 0 is not a port"));
-            }
-            if !ports.contains(p) {
-                ports.push(*p);
-            }
-        }
-        policy.ports = Some(ports);
-    }
-    Ok(policy)
 }
 
 /// The variables that point ordinary tools (curl, git, python, pip, node,
@@ -310,35 +284,22 @@ mod tests {
     }
 
     #[test]
-    fn the_default_allows_nothing() {
-        let plan = plan(&req(), Path::new("/s"), PathBuf::from("/a")).expect("plan");
-        let ProxyPlacement::Session { policy, .. } = plan.proxy else {
+    fn the_session_proxy_gets_the_effective_policy() {
+        let policy =
+            NetworkPolicy::from_toml("[network]\nallow = [\"api.example.com\"]\n").expect("valid");
+        let plan = plan(&req(), &policy, &[], Path::new("/s"), PathBuf::from("/a")).expect("plan");
+        let ProxyPlacement::Session {
+            policy: got,
+            credentials,
+            ..
+        } = plan.proxy
+        else {
             panic!("expected a session proxy");
         };
-        assert_eq!(policy, NetworkPolicy::default());
+        assert_eq!(got, policy);
+        assert!(credentials.is_empty());
         assert_eq!(plan.host_socket, Path::new("/s/egress.sock"));
         assert_eq!(plan.inside_socket, Path::new(INSIDE_SOCKET));
-    }
-
-    #[test]
-    fn flags_build_the_policy_and_bad_patterns_name_the_flag() {
-        let mut r = req();
-        r.allow = vec!["api.example.com".into(), "*.example.org".into()];
-        r.allow_cidr = vec!["127.0.0.0/8".into()];
-        r.allow_port = vec![8080];
-        let plan = plan(&r, Path::new("/s"), PathBuf::from("/a")).expect("plan");
-        let ProxyPlacement::Session { policy, .. } = plan.proxy else {
-            panic!("expected a session proxy");
-        };
-        assert_eq!(policy.allow.len(), 2);
-        assert_eq!(policy.default_ports(), &[80, 443, 8080]);
-        for bad in ["*", "*.com", "https://example.com", "example.com/x"] {
-            let mut r = req();
-            r.allow = vec![bad.into()];
-            let err = super::plan(&r, Path::new("/s"), PathBuf::from("/a")).unwrap_err();
-            assert_eq!(err.layer, "network");
-            assert!(err.message.starts_with("--allow:"), "{}", err.message);
-        }
     }
 
     #[test]
@@ -346,7 +307,18 @@ mod tests {
         let mut r = req();
         r.egress_socket = Some(PathBuf::from("/nonexistent.sock"));
         r.allow = vec!["api.example.com".into()];
-        assert!(plan(&r, Path::new("/s"), PathBuf::from("/a")).is_err());
+        let none = NetworkPolicy::default();
+        assert!(plan(&r, &none, &[], Path::new("/s"), PathBuf::from("/a")).is_err());
+        let mut r = req();
+        r.egress_socket = Some(PathBuf::from("/nonexistent.sock"));
+        let profile =
+            NetworkPolicy::from_toml("[network]\nallow = [\"api.example.com\"]\n").expect("valid");
+        let err = plan(&r, &profile, &[], Path::new("/s"), PathBuf::from("/a")).unwrap_err();
+        assert!(
+            err.message.contains("sidecar's policy decides"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod namespaces;
 mod network;
 mod plan;
 mod policy;
+mod profile;
 mod relay;
 mod run;
 mod seccomp;
@@ -45,10 +46,32 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run_command(*args),
         Command::Doctor => doctor::main(),
+        Command::Policy(cmd) => ExitCode::from(profile::command(*cmd)),
     }
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
+    let selection = profile::Selection {
+        profiles: args.profile,
+        managed: args.managed,
+        cli: profile::merge::CliLayer {
+            allow: args.allow.clone(),
+            deny: args.deny.clone(),
+            allow_cidr: args.allow_cidr.clone(),
+            allow_port: args.allow_port.clone(),
+            env: args.env.clone(),
+            timeout: args.timeout,
+        },
+    };
+    let policy = match profile::effective(&selection) {
+        Ok(eff) => profile::to_policy(&eff, &profile::path_vars(args.workspace.as_deref())),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("sandbox: {e}");
+            }
+            return ExitCode::from(SUPERVISOR_ERROR);
+        }
+    };
     let request = plan::RunRequest {
         workspace: args.workspace,
         env: args.env,
@@ -63,12 +86,11 @@ fn run_command(args: RunArgs) -> ExitCode {
             allow_port: args.allow_port,
             egress_socket: args.egress_socket,
             audit_log: args.audit_log,
-            credentials_file: args.credentials,
             upstream_ca: args.upstream_ca,
         },
     };
     let result = plan::Host::current()
-        .and_then(|host| plan::build(&policy::Policy::embedded_default(), &request, &host))
+        .and_then(|host| plan::build(&policy, &request, &host))
         .and_then(|plan| run::run(&plan).map(|outcome| (plan, outcome)));
     match result {
         Ok((plan, outcome)) => {

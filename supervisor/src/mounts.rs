@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -85,6 +85,15 @@ pub enum MountStep {
         /// The hidden directory.
         target: PathBuf,
     },
+    /// A protected path that does not exist yet (`.git/hooks`, `.bashrc`,
+    /// ...): an empty file or directory is created and bound read-only
+    /// onto itself, so the agent can neither create nor change it.
+    Placeholder {
+        /// The protected path.
+        target: PathBuf,
+        /// A directory (else an empty file).
+        dir: bool,
+    },
 }
 
 impl MountStep {
@@ -99,7 +108,8 @@ impl MountStep {
             | MountStep::DevPts { target }
             | MountStep::ReadOnlyAgain { target }
             | MountStep::MaskFile { target }
-            | MountStep::MaskDir { target } => target,
+            | MountStep::MaskDir { target }
+            | MountStep::Placeholder { target, .. } => target,
         }
     }
 }
@@ -294,7 +304,57 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
             Some("mode=0000,size=4k,nr_inodes=1"),
         )
         .map_err(|e| SetupError::io(LAYER, what("mask directory"), e)),
+        MountStep::Placeholder { dir, .. } => placeholder(&at, *dir, &what),
     }
+}
+
+/// Creates the empty file or directory at `at` (in a writable tree) and
+/// binds it read-only onto itself.
+fn placeholder(at: &Path, dir: bool, what: &dyn Fn(&str) -> String) -> Result<(), SetupError> {
+    let created = if dir {
+        fs::DirBuilder::new().mode(0o555).create(at)
+    } else {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(at)
+            .map(drop)
+    };
+    match created {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // The agent has init's uid and fewer rights: where init cannot
+        // create the path, the agent cannot either.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(SetupError::io(LAYER, what("create placeholder"), e)),
+    }
+    match fs::symlink_metadata(at) {
+        Ok(m) if !m.file_type().is_symlink() => {}
+        _ => {
+            return Err(SetupError::new(
+                LAYER,
+                what("refusing to protect (it turned into a symlink):"),
+            ))
+        }
+    }
+    mount(Some(at), at, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| SetupError::io(LAYER, what("bind placeholder"), e))?;
+    set_attrs(
+        at,
+        libc::MOUNT_ATTR_RDONLY
+            | libc::MOUNT_ATTR_NOSUID
+            | libc::MOUNT_ATTR_NODEV
+            | libc::MOUNT_ATTR_NOEXEC,
+        false,
+    )
 }
 
 /// Creates a directory (and its parents) in the new root. An existing path

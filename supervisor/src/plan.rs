@@ -13,7 +13,7 @@ use crate::egress::{self, EgressPlan, NetworkRequest};
 use crate::error::SetupError;
 use crate::landlock::{FsAccess, FsRule, LandlockPlan};
 use crate::mounts::{MountStep, DEV_NODES};
-use crate::policy::Policy;
+use crate::policy::{Limits, Policy, PolicySource};
 use crate::seccomp::{self, SeccompPlan};
 
 /// The uid/gid the agent gets when `sandbox` runs as root and none is given.
@@ -124,6 +124,16 @@ pub struct SandboxPlan {
     pub session_dir: PathBuf,
     /// The way out.
     pub egress: EgressPlan,
+    /// Resource limits (timeout and /tmp size are applied; the cgroup
+    /// ones are carried for the cgroup layer, issue 6).
+    #[allow(dead_code)] // read by the cgroup layer (issue 6)
+    pub limits: Limits,
+    /// SHA-256 of the effective policy, for the audit log.
+    #[allow(dead_code)] // read by the session-start audit event (issue 4)
+    pub policy_hash: String,
+    /// The profile and managed-policy files, with their SHA-256.
+    #[allow(dead_code)] // read by the session-start audit event (issue 4)
+    pub policy_sources: Vec<PolicySource>,
 }
 
 /// Builds the plan. Reads file metadata to see which policy paths exist,
@@ -139,6 +149,8 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
     let session_dir = session_dir(host);
     let egress = egress::plan(
         &req.network,
+        &policy.network,
+        &policy.credentials,
         &session_dir,
         egress::default_audit_log(
             host.euid,
@@ -199,11 +211,15 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             writable: true,
         });
     }
+    layout.extend(crate::profile::protect::steps(
+        &writable,
+        &policy.filesystem.protect,
+    )?);
     layout.push(MountStep::Tmpfs {
         target: PathBuf::from("/tmp"),
         mode: 0o1777,
         owner: None,
-        size: TMP_SIZE,
+        size: policy.limits.tmp_size.unwrap_or(TMP_SIZE),
     });
     layout.push(MountStep::Bind {
         source: egress.host_socket.clone(),
@@ -311,7 +327,10 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             .collect::<Result<_, _>>()?,
         cwd,
         hostname: "airlock".to_string(),
-        timeout: req.timeout,
+        timeout: policy.limits.timeout.or(req.timeout),
+        limits: policy.limits.clone(),
+        policy_hash: policy.hash.clone(),
+        policy_sources: policy.sources.clone(),
     })
 }
 
@@ -522,6 +541,14 @@ fn environment(
         if let Some(v) = host.var(name).and_then(|v| v.to_str()) {
             set(name, v.to_string(), &mut env);
         }
+    }
+    for (name, value) in &policy.env_set {
+        // A placeholder credential's variable holds its placeholder, whatever
+        // a profile sets.
+        if egress.placeholder_vars().any(|v| v == name) {
+            continue;
+        }
+        set(name, value.clone(), &mut env);
     }
     for arg in &req.env {
         let (name, value) = match arg.split_once('=') {

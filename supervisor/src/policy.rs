@@ -1,10 +1,19 @@
 //! The sandbox policy: what the agent may see and which environment passes.
 //!
-//! For now the only source is the embedded default, compiled into the
-//! binary, so `sandbox run` needs no files. Profiles (TOML) build on this
-//! type later.
+//! `sandbox run` builds it from the profiles (`profile/`): the embedded
+//! default (`profiles/default.toml`, compiled in, so no file is needed),
+//! the profile chain, the flags and the managed policy, merged and with
+//! path variables expanded. [`Policy::embedded_default`] is the same
+//! default written as code, and a test keeps the two equal.
+
+// The code form of the default is what unit tests build plans from.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use egress_proxy::credentials::CredentialSpec;
+use egress_proxy::NetworkPolicy;
 
 /// Host system directories the agent may read and execute from.
 const SYSTEM_READ: &[&str] = &[
@@ -61,6 +70,39 @@ pub struct FilesystemPolicy {
     pub write: Vec<PathBuf>,
     /// Never visible, even inside a granted path.
     pub deny: Vec<PathBuf>,
+    /// Relative paths protected inside every writable tree, besides the
+    /// always-protected ones (`profile::protect::ALWAYS_PROTECTED`).
+    pub protect: Vec<PathBuf>,
+}
+
+/// Resource limits (`[limits]`). `timeout` and `tmp_size` are enforced;
+/// `memory`, `pids`, `cpu_millis` (cgroup) and `nofile` are carried in the
+/// plan for the cgroup layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory for the whole sandbox.
+    pub memory: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// Thousandths of a CPU.
+    pub cpu_millis: Option<u64>,
+    /// Open files per process.
+    pub nofile: Option<u64>,
+    /// Bytes of the private `/tmp`.
+    pub tmp_size: Option<u64>,
+    /// Wall-clock limit.
+    pub timeout: Option<Duration>,
+}
+
+/// A file the policy was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// Its path, or `<embedded default>`.
+    pub label: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// `profile` or `managed`.
+    pub role: &'static str,
 }
 
 /// The policy `sandbox run` enforces.
@@ -70,6 +112,18 @@ pub struct Policy {
     pub filesystem: FilesystemPolicy,
     /// Host environment variables that pass through when set.
     pub env_pass: Vec<String>,
+    /// Variables set to a value (before `--env`).
+    pub env_set: Vec<(String, String)>,
+    /// What the session's egress proxy allows.
+    pub network: NetworkPolicy,
+    /// Credentials the session's egress proxy applies.
+    pub credentials: Vec<CredentialSpec>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// SHA-256 of the canonical effective policy (`sandbox policy show`).
+    pub hash: String,
+    /// The files it was built from, in order.
+    pub sources: Vec<PolicySource>,
 }
 
 impl Policy {
@@ -83,8 +137,15 @@ impl Policy {
                 read: SYSTEM_READ.iter().map(PathBuf::from).collect(),
                 write: Vec::new(),
                 deny,
+                protect: Vec::new(),
             },
             env_pass: ENV_PASS.iter().map(|s| s.to_string()).collect(),
+            env_set: Vec::new(),
+            network: NetworkPolicy::default(),
+            credentials: Vec::new(),
+            limits: Limits::default(),
+            hash: String::new(),
+            sources: Vec::new(),
         }
     }
 }

@@ -62,7 +62,7 @@ fn setup(ports: &[u16]) -> Setup {
     let sb = Sandbox::new();
     std::fs::copy(&cert.ca, sb.workspace.join("test-ca.pem")).expect("copy test CA");
     let mut opts = vec![
-        "--credentials".to_string(),
+        "--profile".to_string(),
         creds,
         "--upstream-ca".into(),
         cert.ca.display().to_string(),
@@ -374,7 +374,7 @@ fn missing_secret_or_passing_its_variable_refuses_to_start() {
     let tls = TempDir::new("/tmp", "airlock-creds");
     let creds = credentials_file(tls.path());
     let sb = Sandbox::new();
-    let mut cmd = sb.command_with(&["--credentials", &creds], &["true"]);
+    let mut cmd = sb.command_with(&["--profile", &creds], &["true"]);
     cmd.env_remove("AIRLOCK_TEST_API_TOKEN")
         .env_remove("AIRLOCK_TEST_LLM_KEY");
     let out = common::run_to_end(cmd);
@@ -387,7 +387,7 @@ fn missing_secret_or_passing_its_variable_refuses_to_start() {
         out.stderr
     );
     let mut cmd = sb.command_with(
-        &["--credentials", &creds, "--env", "AIRLOCK_TEST_API_TOKEN"],
+        &["--profile", &creds, "--env", "AIRLOCK_TEST_API_TOKEN"],
         &["true"],
     );
     cmd.env("AIRLOCK_TEST_API_TOKEN", API_SECRET)
@@ -395,7 +395,7 @@ fn missing_secret_or_passing_its_variable_refuses_to_start() {
     let out = common::run_to_end(cmd);
     out.assert_code(125, "the source variable must not be passed in");
     assert!(
-        out.stderr.contains("holds the secret of credential"),
+        out.stderr.contains("the secret of credential"),
         "{}",
         out.stderr
     );

@@ -1,0 +1,438 @@
+//! Profiles and the managed policy end to end, with the real `sandbox`:
+//! what a security team writes is what the agent gets, a managed policy
+//! cannot be loosened by a profile, a flag or a user who can edit it, and
+//! an agent cannot plant code that runs outside the next time the user
+//! opens the project (git hooks, shell rc files, editor tasks).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{chown, run_to_end, sandbox_bin, set_mode, write_file, RunOutput, Sandbox, TempDir};
+
+/// The shipped profiles, in the repository.
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../profiles")
+        .join(name)
+}
+
+fn sandbox(args: &[&str]) -> RunOutput {
+    let mut cmd = Command::new(sandbox_bin());
+    cmd.args(args);
+    run_to_end(cmd)
+}
+
+/// A managed policy as an administrator installs it: root-owned, 0644, in
+/// a root-owned 0755 directory.
+fn install_managed(dir: &TempDir, text: &str) -> String {
+    let path = dir.join("managed.toml");
+    write_file(&path, text, 0o644);
+    path.display().to_string()
+}
+
+#[test]
+fn every_shipped_profile_passes_check_even_under_the_example_managed_policy() {
+    let files: Vec<String> = [
+        "default.toml",
+        "offline.toml",
+        "claude-code.toml",
+        "github.toml",
+        "managed.example.toml",
+    ]
+    .iter()
+    .map(|f| shipped(f).display().to_string())
+    .collect();
+    let mut args = vec!["policy", "check"];
+    args.extend(files.iter().map(String::as_str));
+    sandbox(&args).assert_code(0, "shipped profiles must pass check");
+    let managed = shipped("managed.example.toml").display().to_string();
+    let mut args = vec!["policy", "check", "--managed", managed.as_str()];
+    args.extend(files[..4].iter().map(String::as_str));
+    sandbox(&args).assert_code(0, "shipped profiles fit the example managed policy");
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_column() {
+    let dir = TempDir::new("/tmp", "airlock-check");
+    let bad = dir.join("bad.toml");
+    write_file(
+        &bad,
+        "[profile]\nextends = [\"./missing.toml\", \"./bad.toml\"]\n[network]\nallow = [\"*\", \"*.com\", \"api.example.com\"]\ndeny = [\"*.example.com\"]\n[filesys]\n",
+        0o644,
+    );
+    let out = sandbox(&["policy", "check", &bad.display().to_string()]);
+    out.assert_code(1, "a bad profile fails check");
+    let f = bad.display().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("{f}:6:2: unknown field `filesys`")),
+        "{out}"
+    );
+    std::fs::write(
+        &bad,
+        "[profile]\nextends = [\"./missing.toml\", \"./bad.toml\"]\n[network]\nallow = [\"*\", \"*.com\", \"api.example.com\"]\ndeny = [\"*.example.com\"]\n",
+    )
+    .expect("rewrite");
+    let out = sandbox(&["policy", "check", &f]);
+    out.assert_code(1, "a bad profile fails check");
+    for want in [
+        format!("{f}:4:10: '*' is too broad"),
+        format!("{f}:4:15: '*.com' is too broad"),
+        format!("{f}:2:12: extends './missing.toml': cannot read"),
+        format!("{f}:2:30: extends cycle: {f} -> {f}"),
+        format!("{f}:4:24: allow 'api.example.com' is entirely covered by deny '*.example.com' at {f}:5:9"),
+    ] {
+        assert!(out.stderr.contains(&want), "missing {want:?}\n{out}");
+    }
+}
+
+#[test]
+fn show_prints_the_merged_policy_and_a_stable_hash() {
+    let hash = |extra: &[&str]| {
+        let mut args = vec!["policy", "show", "--profile", "github"];
+        args.extend_from_slice(extra);
+        let out = sandbox(&args);
+        out.assert_code(0, "policy show");
+        assert!(out.stdout.contains("github.com"), "{out}");
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("# policy_hash = sha256:"))
+            .unwrap_or_else(|| panic!("no hash\n{out}"))
+            .to_string()
+    };
+    assert_eq!(hash(&[]), hash(&[]));
+    assert_ne!(hash(&[]), hash(&["--allow", "api.example.com"]));
+}
+
+#[test]
+fn schema_command_matches_the_checked_in_schema() {
+    let out = sandbox(&["policy", "schema"]);
+    out.assert_code(0, "policy schema");
+    let checked_in = std::fs::read_to_string(shipped("schema.json")).expect("schema.json");
+    assert_eq!(out.stdout, checked_in, "profiles/schema.json is stale");
+}
+
+#[test]
+fn explain_names_the_rule_for_urls_and_paths() {
+    let out = sandbox(&[
+        "policy",
+        "explain",
+        "--profile",
+        "claude-code",
+        "--url",
+        "https://api.anthropic.com/v1/messages",
+    ]);
+    out.assert_code(0, "the model API is allowed");
+    assert!(
+        out.stdout.contains("allow:api.anthropic.com") && out.stdout.contains("claude-code.toml:"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("credential 'anthropic'"), "{out}");
+    let out = sandbox(&[
+        "policy",
+        "explain",
+        "--profile",
+        "claude-code",
+        "--url",
+        "https://example.com/",
+    ]);
+    out.assert_code(1, "anything else is denied");
+    assert!(out.stdout.contains("default-deny"), "{out}");
+    let out = sandbox(&["policy", "explain", "--path", "/etc/shadow"]);
+    out.assert_code(1, "shadow is masked");
+    assert!(
+        out.stdout.contains("filesystem.deny '/etc/shadow'"),
+        "{out}"
+    );
+}
+
+/// The default and offline profiles: the command runs, and nothing leaves.
+#[test]
+fn default_and_offline_profiles_run_and_reach_nothing() {
+    let sb = Sandbox::new();
+    for profile in ["default", "offline"] {
+        let out = sb.run_with(
+            &["--profile", profile],
+            &[
+                "/bin/sh",
+                "-c",
+                "curl -sS --max-time 20 -o /dev/null -w '%{http_code}' http://example.com/; echo",
+            ],
+        );
+        out.assert_code(0, profile);
+        assert!(out.stdout.trim_end().ends_with("403"), "{profile}: {out}");
+    }
+}
+
+/// The offline profile's /tmp is 512M, the default's 1G: the limit is the
+/// tmpfs size the agent sees.
+#[test]
+fn profile_limits_set_the_tmp_size_and_the_timeout() {
+    let sb = Sandbox::new();
+    let out = sb.run_with(
+        &["--profile", "offline"],
+        &["/bin/sh", "-c", "df -k /tmp | tail -1"],
+    );
+    out.assert_code(0, "df");
+    assert!(
+        out.stdout.split_whitespace().nth(1) == Some("524288"),
+        "{out}"
+    );
+    let dir = TempDir::new("/tmp", "airlock-limits");
+    let p = dir.join("short.toml");
+    write_file(&p, "[limits]\ntimeout = \"1s\"\ntmp_size = \"2M\"\n", 0o644);
+    let p = p.display().to_string();
+    let out = sb.run_with(
+        &["--profile", &p],
+        &[
+            "/bin/sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/big bs=1M count=4 2>&1; echo dd=$?",
+        ],
+    );
+    assert!(
+        out.stdout.contains("No space left") || out.stdout.contains("dd=1"),
+        "{out}"
+    );
+    let out = sb.run_with(&["--profile", &p], &["sleep", "10"]);
+    out.assert_code(124, "the profile's timeout kills the sandbox");
+}
+
+/// claude-code: the key stays with the supervisor; the agent gets a dummy,
+/// reaches the model API's host only, and nothing else.
+#[test]
+fn claude_code_profile_keeps_the_key_out_and_other_hosts_unreachable() {
+    let sb = Sandbox::new();
+    let mut cmd = sb.command_with(
+        &["--profile", "claude-code"],
+        &["/bin/sh", "-c", "env; curl -sS --max-time 20 -o /dev/null -w 'other %{http_code}\\n' http://example.com/"],
+    );
+    cmd.env("ANTHROPIC_API_KEY", "sk-canary-must-not-leak");
+    let out = run_to_end(cmd);
+    out.assert_code(0, "claude-code run");
+    assert!(!out.stdout.contains("sk-canary-must-not-leak"), "{out}");
+    assert!(
+        out.stdout
+            .contains("ANTHROPIC_API_KEY=set-by-airlock-proxy"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("other 403"), "{out}");
+}
+
+#[test]
+fn github_profile_keeps_the_token_out_and_git_non_interactive() {
+    let sb = Sandbox::new();
+    let mut cmd = sb.command_with(&["--profile", "github"], &["env"]);
+    cmd.env("GITHUB_TOKEN", "ghp_canary_must_not_leak");
+    let out = run_to_end(cmd);
+    out.assert_code(0, "github run");
+    assert!(!out.stdout.contains("ghp_canary"), "{out}");
+    assert!(out.stdout.contains("GIT_TERMINAL_PROMPT=0"), "{out}");
+}
+
+/// The agent cannot plant a git hook, rewrite .git/config (core.fsmonitor,
+/// core.hooksPath), or create shell rc files, editor tasks or .envrc —
+/// whether they exist or not.
+#[test]
+fn agent_cannot_create_or_modify_protected_paths() {
+    let sb = Sandbox::new();
+    let ws = sb.workspace.path();
+    std::fs::create_dir_all(ws.join(".git/hooks")).expect("mkdir");
+    write_file(&ws.join(".git/config"), "[core]\n", 0o644);
+    write_file(&ws.join(".bashrc"), "# mine\n", 0o644);
+    for p in [".git", ".git/hooks", ".git/config", ".bashrc"] {
+        chown(&ws.join(p), common::agent_uid(), common::agent_gid());
+    }
+    let script = "for f in .git/config .bashrc .profile .zshrc .bash_profile .envrc; do \
+                    (echo evil >> $f) 2>/dev/null && echo WROTE $f; \
+                    rm -f $f 2>/dev/null; mv $f $f.x 2>/dev/null && echo MOVED $f; \
+                  done; \
+                  (echo evil > .git/hooks/pre-commit) 2>/dev/null && echo WROTE hook; \
+                  mkdir .vscode/x 2>/dev/null && echo WROTE vscode; \
+                  (echo x > .idea/workspace.xml) 2>/dev/null && echo WROTE idea; \
+                  rm -rf .git/hooks .vscode 2>/dev/null; \
+                  echo ok > fine.txt && echo done";
+    let out = sb.run(&["/bin/sh", "-c", script]);
+    out.assert_code(0, "script runs");
+    assert!(out.stdout.contains("done"), "{out}");
+    assert!(
+        !out.stdout.contains("WROTE") && !out.stdout.contains("MOVED"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join(".git/config")).expect("config"),
+        "[core]\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join(".bashrc")).expect("bashrc"),
+        "# mine\n"
+    );
+    assert!(!ws.join(".git/hooks/pre-commit").exists());
+    for f in [".profile", ".zshrc", ".envrc"] {
+        let len = std::fs::metadata(ws.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(len, 0, "{f} got content");
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join("fine.txt")).expect("fine"),
+        "ok\n"
+    );
+}
+
+/// Without a .git directory, the agent cannot create one (with hooks).
+#[test]
+fn agent_cannot_create_a_git_directory_with_hooks() {
+    let sb = Sandbox::new();
+    let out = sb.sh("mkdir -p .git/hooks 2>/dev/null && echo CREATED; git init -q . 2>/dev/null && echo INIT; echo done");
+    out.assert_code(0, "script runs");
+    assert!(
+        !out.stdout.contains("CREATED") && !out.stdout.contains("INIT"),
+        "{out}"
+    );
+    assert!(!sb.workspace.path().join(".git/hooks").exists());
+}
+
+const MANAGED: &str = "[managed]\nallow_cli_network = false\n\n[network]\nallow = [\"api.anthropic.com\", \"*.example.com\"]\ndeny = [\"evil.example.com\"]\n\n[limits]\ntimeout = \"8h\"\n";
+
+#[test]
+fn managed_policy_rejects_what_exceeds_it_naming_the_rule() {
+    let dir = TempDir::new("/tmp", "airlock-managed");
+    let managed = install_managed(&dir, MANAGED);
+    let sb = Sandbox::new();
+    let mut cmd = sb.command_with(
+        &["--managed", &managed, "--profile", "claude-code"],
+        &["true"],
+    );
+    // The credential's secret must exist: a missing one refuses to start.
+    cmd.env("ANTHROPIC_API_KEY", "sk-canary-must-not-leak");
+    let ok = run_to_end(cmd);
+    ok.assert_code(0, "claude-code fits the managed policy");
+
+    let evil = dir.join("evil.toml");
+    write_file(
+        &evil,
+        "[network]\nallow = [\"evil.example.com\", \"other.example.org\"]\n",
+        0o644,
+    );
+    let evil = evil.display().to_string();
+    let out = sb.run_with(&["--managed", &managed, "--profile", &evil], &["true"]);
+    out.assert_code(125, "a profile allowing a managed-denied host is rejected");
+    assert!(
+        out.stderr.contains(&format!("{evil}:2:10: allow 'evil.example.com' is denied by the managed policy (network.deny 'evil.example.com' at {managed}:6:9)")),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "{evil}:2:30: allow 'other.example.org' is outside the managed policy's network.allow"
+        )),
+        "{out}"
+    );
+
+    let out = sb.run_with(
+        &["--managed", &managed, "--allow", "a.example.com"],
+        &["true"],
+    );
+    out.assert_code(125, "CLI network flags are refused");
+    assert!(out.stderr.contains("allow_cli_network = false"), "{out}");
+
+    let out = sb.run_with(&["--managed", &managed, "--timeout", "9h"], &["true"]);
+    out.assert_code(125, "a timeout over the ceiling is refused");
+    assert!(
+        out.stderr.contains(&format!(
+            "--timeout: limits.timeout = 9h exceeds the managed ceiling 8h (at {managed}:9:11)"
+        )),
+        "{out}"
+    );
+
+    // The example managed policy with the shipped profiles: github fits.
+    let example_dir = TempDir::new("/tmp", "airlock-managed-ex");
+    let example = install_managed(
+        &example_dir,
+        &std::fs::read_to_string(shipped("managed.example.toml")).expect("example"),
+    );
+    let mut cmd = sb.command_with(&["--managed", &example, "--profile", "github"], &["true"]);
+    cmd.env("GITHUB_TOKEN", "ghp_canary_must_not_leak");
+    run_to_end(cmd).assert_code(0, "github fits the example managed policy");
+}
+
+#[test]
+fn managed_policy_writable_by_others_is_refused() {
+    let dir = TempDir::new("/tmp", "airlock-managed-w");
+    let managed = install_managed(&dir, MANAGED);
+    let sb = Sandbox::new();
+    set_mode(Path::new(&managed), 0o666);
+    let out = sb.run_with(&["--managed", &managed], &["true"]);
+    out.assert_code(125, "a world-writable managed policy is refused");
+    assert!(
+        out.stderr.contains("refusing managed policy")
+            && out.stderr.contains("writable by group or others"),
+        "{out}"
+    );
+
+    set_mode(Path::new(&managed), 0o644);
+    chown(Path::new(&managed), common::NOBODY, common::NOBODY);
+    let out = sb.run_with(&["--managed", &managed], &["true"]);
+    out.assert_code(125, "a managed policy owned by a user is refused");
+    assert!(out.stderr.contains("owned by uid 65534, not root"), "{out}");
+
+    // As that user (who owns and can edit it): refused too, even through
+    // the environment variable.
+    if common::is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(sandbox_bin())
+            .args(["policy", "show"])
+            .env("AIRLOCK_MANAGED_POLICY", &managed)
+            .current_dir("/tmp");
+        let out = run_to_end(cmd);
+        assert_ne!(out.code(), Some(0), "{out}");
+        assert!(out.stderr.contains("refusing managed policy"), "{out}");
+        // Root-owned and read-only for them: honoured.
+        chown(Path::new(&managed), 0, 0);
+        assert_eq!(
+            std::fs::metadata(&managed)
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o644
+        );
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(sandbox_bin())
+            .args(["policy", "show"])
+            .env("AIRLOCK_MANAGED_POLICY", &managed)
+            .current_dir("/tmp");
+        let out = run_to_end(cmd);
+        out.assert_code(
+            0,
+            "a root-owned managed policy is honoured for an ordinary user",
+        );
+        assert!(
+            out.stdout.contains("managed") && out.stdout.contains(&managed),
+            "{out}"
+        );
+    }
+}
+
+/// What a denied agent tried becomes a reviewable allow list.
+#[test]
+fn suggest_turns_denials_into_an_allow_list() {
+    let sb = Sandbox::new();
+    let out = sb.sh(
+        "for h in a.example.com b.example.com solo.example.org 127.0.0.1; do \
+           curl -sS --max-time 20 -o /dev/null http://$h/; done; true",
+    );
+    out.assert_code(0, "curl loop");
+    let audit = sb.audit_log().display().to_string();
+    let out = sandbox(&["policy", "suggest", &audit]);
+    out.assert_code(0, "suggest");
+    assert!(out.stdout.contains("\"*.example.com\","), "{out}");
+    assert!(out.stdout.contains("\"solo.example.org\","), "{out}");
+    assert!(
+        !out.stdout.contains("127.0.0.1") && !out.stdout.contains("\"*\""),
+        "{out}"
+    );
+}
