@@ -1,76 +1,215 @@
-//! The audit log, first version: one JSON object per line for every
-//! connection and every plain-HTTP request, with field names from Elastic
-//! ECS (`@timestamp`, `event.*`, `destination.*`, `source.*`, `rule.id`,
-//! `http.*`, `url.*`) and our own `airlock.*`. Each line is written with
-//! one `write(2)` on an `O_APPEND` file as soon as the event ends, so a
-//! killed agent cannot make a line go missing.
+//! The audit trail: one JSON object per line for every session, connection,
+//! request, denial and credential use, with Elastic ECS field names
+//! (`@timestamp`, `event.*`, `destination.*`, `source.*`, `rule.id`,
+//! `http.*`, `url.*`) and our own `airlock.*` — or OCSF objects with
+//! `--audit-format ocsf` (see `ocsf.rs`).
+//!
+//! Integrity: every line carries `airlock.seq` (1, 2, ... per session) and
+//! `airlock.prev_hash`, the SHA-256 of the previous line of its session
+//! exactly as written; the first line chains to a random session nonce that
+//! `session.start` records. `verify.rs` checks the chain; `seal` signs its
+//! head. Each line is written with one `write(2)` as soon as its event
+//! ends, so a killed agent cannot make a line go missing, and secrets are
+//! scrubbed from every line before it is hashed and written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::decide::Decision;
 
-/// Where events go.
-#[derive(Debug)]
-pub struct AuditLog {
-    sink: Mutex<Sink>,
-    session_id: String,
-    redactions: Vec<(String, String)>,
+/// Where the events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// Append to a file (created 0600, parents 0700).
+    File(PathBuf),
+    /// Standard output, for container log collectors.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A Unix stream socket of a local shipper (Vector, Fluent Bit).
+    UnixStream(PathBuf),
+    /// A Unix datagram socket; one event per datagram.
+    UnixDatagram(PathBuf),
+    /// Nowhere (benchmarks only).
+    Discard,
+}
+
+impl SinkSpec {
+    /// `stdout`, `stderr`, `unix:PATH`, `unixgram:PATH`, or a file path.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "stdout" | "-" => SinkSpec::Stdout,
+            "stderr" => SinkSpec::Stderr,
+            _ => {
+                if let Some(p) = s.strip_prefix("unix:") {
+                    SinkSpec::UnixStream(PathBuf::from(p))
+                } else if let Some(p) = s.strip_prefix("unixgram:") {
+                    SinkSpec::UnixDatagram(PathBuf::from(p))
+                } else {
+                    SinkSpec::File(PathBuf::from(s))
+                }
+            }
+        }
+    }
+}
+
+/// The line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Elastic Common Schema names (the default).
+    #[default]
+    Ecs,
+    /// OCSF 1.3 objects (HTTP Activity 4002, Network Activity 4001, Process
+    /// Activity 1007 for sessions).
+    Ocsf,
+}
+
+/// How the log behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Line format.
+    pub format: Format,
+    /// Keep going (and say so) when the sink fails, instead of refusing new
+    /// connections.
+    pub best_effort: bool,
+    /// Flush the file to disk at least this often (and at session end).
+    pub fsync_interval: Option<Duration>,
+    /// The effective policy's hash, carried by every event.
+    pub policy_hash: Option<String>,
 }
 
 #[derive(Debug)]
 enum Sink {
     File(File),
     Stdout,
+    Stderr,
+    Stream(UnixStream),
+    Datagram(UnixDatagram),
     Discard,
 }
 
-impl AuditLog {
-    /// Appends to `path` (created 0600, parents 0700).
-    pub fn open(path: &Path, session_id: &str) -> io::Result<Self> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
+#[derive(Debug)]
+struct Chain {
+    sink: Sink,
+    seq: u64,
+    prev: String,
+    last_sync: Instant,
+}
+
+/// An audit log for one session (or one sidecar run).
+#[derive(Debug)]
+pub struct AuditLog {
+    chain: Mutex<Chain>,
+    session_id: String,
+    nonce: String,
+    options: Options,
+    redactions: Vec<(String, String)>,
+    failed: AtomicBool,
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn open_sink(spec: &SinkSpec) -> io::Result<Sink> {
+    Ok(match spec {
+        SinkSpec::File(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)?;
+            }
+            Sink::File(
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(path)?,
+            )
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
-        Ok(Self::with(Sink::File(file), session_id))
+        SinkSpec::Stdout => Sink::Stdout,
+        SinkSpec::Stderr => Sink::Stderr,
+        SinkSpec::UnixStream(p) => Sink::Stream(UnixStream::connect(p)?),
+        SinkSpec::UnixDatagram(p) => {
+            let d = UnixDatagram::unbound()?;
+            d.connect(p)?;
+            Sink::Datagram(d)
+        }
+        SinkSpec::Discard => Sink::Discard,
+    })
+}
+
+impl AuditLog {
+    /// Opens `spec` for session `session_id` with a fresh random nonce.
+    pub fn open_with(spec: &SinkSpec, session_id: &str, options: Options) -> io::Result<Self> {
+        let sink = open_sink(spec)?;
+        let nonce = crate::new_session_id() + &crate::new_session_id();
+        Ok(Self {
+            chain: Mutex::new(Chain {
+                sink,
+                seq: 0,
+                prev: nonce.clone(),
+                last_sync: Instant::now(),
+            }),
+            session_id: session_id.to_string(),
+            nonce,
+            options,
+            redactions: Vec::new(),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Appends to `path` (created 0600, parents 0700), ECS format.
+    pub fn open(path: &Path, session_id: &str) -> io::Result<Self> {
+        Self::open_with(
+            &SinkSpec::File(path.to_path_buf()),
+            session_id,
+            Options::default(),
+        )
     }
 
     /// Writes to standard output (for container log collectors).
     pub fn stdout(session_id: &str) -> Self {
-        Self::with(Sink::Stdout, session_id)
+        Self::open_with(&SinkSpec::Stdout, session_id, Options::default())
+            .unwrap_or_else(|_| Self::discard(session_id))
     }
 
     /// Drops every event (benchmarks only).
     pub fn discard(session_id: &str) -> Self {
-        Self::with(Sink::Discard, session_id)
-    }
-
-    fn with(sink: Sink, session_id: &str) -> Self {
         Self {
-            sink: Mutex::new(sink),
+            chain: Mutex::new(Chain {
+                sink: Sink::Discard,
+                seq: 0,
+                prev: String::new(),
+                last_sync: Instant::now(),
+            }),
             session_id: session_id.to_string(),
+            nonce: String::new(),
+            options: Options::default(),
             redactions: Vec::new(),
+            failed: AtomicBool::new(false),
         }
     }
 
     /// Scrubs each `(needle, replacement)` from every line before it is
-    /// written: secrets and placeholders never reach the log, wherever they
-    /// turn up (a path, an error message an upstream echoed).
+    /// hashed and written: secrets and placeholders never reach the log,
+    /// wherever they turn up (a path, an error message an upstream echoed).
     pub fn with_redactions(mut self, redactions: Vec<(String, String)>) -> Self {
         self.redactions = redactions
             .into_iter()
@@ -84,29 +223,104 @@ impl AuditLog {
         &self.session_id
     }
 
-    /// Writes one event as one line.
+    /// The nonce the chain starts from (recorded in `session.start`).
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// False once the sink has failed (unless best-effort): the proxy then
+    /// refuses new connections.
+    pub fn healthy(&self) -> bool {
+        self.options.best_effort || !self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Writes a connection or request event.
     pub fn record(&self, event: &Event) {
-        let mut line = event.to_json(&self.session_id).to_string();
+        self.record_value(event.to_json(&self.session_id));
+    }
+
+    /// Writes one ECS-shaped event (converted to OCSF if so configured),
+    /// adding the timestamp, session, policy hash, sequence number and
+    /// chain hash. Returns the hash of the written line.
+    pub fn record_value(&self, mut v: Value) -> Option<String> {
+        if v.get("@timestamp").is_none() {
+            v["@timestamp"] = json!(rfc3339(SystemTime::now()));
+        }
+        v["airlock"]["session"]["id"] = json!(self.session_id);
+        if let Some(h) = &self.options.policy_hash {
+            v["airlock"]["policy"]["hash"] = json!(h);
+        }
+        let Ok(mut chain) = self.chain.lock() else {
+            return None;
+        };
+        if matches!(chain.sink, Sink::Discard) {
+            return None;
+        }
+        chain.seq += 1;
+        v["airlock"]["seq"] = json!(chain.seq);
+        v["airlock"]["prev_hash"] = json!(chain.prev);
+        let out = match self.options.format {
+            Format::Ecs => v,
+            Format::Ocsf => crate::ocsf::from_ecs(&v),
+        };
+        let mut line = out.to_string();
         for (needle, replacement) in &self.redactions {
             if line.contains(needle.as_str()) {
                 line = line.replace(needle.as_str(), replacement);
             }
         }
+        let hash = sha256_hex(line.as_bytes());
+        chain.prev = hash.clone();
         line.push('\n');
-        let Ok(mut sink) = self.sink.lock() else {
-            return;
-        };
-        let _ = match &mut *sink {
+        let result = match &mut chain.sink {
             Sink::File(f) => f.write_all(line.as_bytes()),
             Sink::Stdout => io::stdout().lock().write_all(line.as_bytes()),
+            Sink::Stderr => io::stderr().lock().write_all(line.as_bytes()),
+            Sink::Stream(s) => s.write_all(line.as_bytes()),
+            Sink::Datagram(d) => d.send(line.as_bytes()).map(drop),
             Sink::Discard => Ok(()),
         };
+        if let Err(e) = result {
+            if !self.failed.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "airlock: the audit sink failed ({e}); {}",
+                    if self.options.best_effort {
+                        "continuing (best-effort)"
+                    } else {
+                        "new connections are refused"
+                    }
+                );
+            }
+        }
+        if let (Some(every), Sink::File(f)) = (self.options.fsync_interval, &chain.sink) {
+            if chain.last_sync.elapsed() >= every {
+                let _ = f.sync_data();
+                chain.last_sync = Instant::now();
+            }
+        }
+        Some(hash)
+    }
+
+    /// Signs the chain head with `key` (Ed25519) and writes the seal line:
+    /// after it, no line of the session can change unnoticed.
+    pub fn seal(&self, key: &crate::seal::SigningKey) {
+        let head = self
+            .chain
+            .lock()
+            .map(|c| c.prev.clone())
+            .unwrap_or_default();
+        let sig = key.0.sign(head.as_bytes());
+        let hex: String = sig.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.record_value(json!({
+            "event": { "kind": "event", "category": ["configuration"], "type": ["info"], "action": "audit.sealed" },
+            "airlock": { "chain": { "head": head, "signature": hex, "algorithm": "ed25519" } },
+        }));
     }
 
     /// Flushes the file to disk (at session end).
     pub fn sync(&self) {
-        if let Ok(sink) = self.sink.lock() {
-            if let Sink::File(f) = &*sink {
+        if let Ok(chain) = self.chain.lock() {
+            if let Sink::File(f) = &chain.sink {
                 let _ = f.sync_data();
             }
         }
@@ -184,7 +398,7 @@ impl Event {
         }
     }
 
-    /// The JSON line, tagged with `session`.
+    /// The ECS object (without chain fields, which the log adds).
     pub fn to_json(&self, session: &str) -> Value {
         let allowed = self.decision.as_ref().is_some_and(|d| d.allow);
         let outcome = if !allowed || self.error.is_some() {
@@ -192,16 +406,24 @@ impl Event {
         } else {
             "success"
         };
+        // The action says what happened; `event.type` says allowed/denied.
+        let action = match self.action {
+            "credential_used" => "credential.used",
+            "credential_leak_blocked" => "credential_leak_blocked",
+            _ if !allowed => "network.denied",
+            "http_request" => "http.request",
+            _ => "network.connection",
+        };
         let mut event = json!({
-            "kind": "event",
+            "kind": if allowed { "event" } else { "alert" },
             "category": ["network"],
             "type": [if allowed { "allowed" } else { "denied" }, "connection"],
-            "action": self.action,
+            "action": action,
             "outcome": outcome,
             "duration": self.duration.as_nanos() as u64,
             "start": rfc3339(self.started),
         });
-        if self.action == "http_request" {
+        if self.method.is_some() {
             event["category"] = json!(["network", "web"]);
         }
         let mut airlock = Map::new();

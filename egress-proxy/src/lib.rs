@@ -22,14 +22,17 @@ pub mod ipclass;
 pub mod limits;
 pub mod meter;
 pub mod name;
+pub mod ocsf;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod seal;
 pub mod secrets;
 pub mod session;
 pub mod socks;
 pub mod tls;
 pub mod tunnel;
+pub mod verify;
 
 pub use audit::AuditLog;
 pub use limits::Limits;

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use egress_proxy::audit::{Format, Options, SinkSpec};
 use egress_proxy::ca::SessionCa;
 use egress_proxy::config::ProxyPolicy;
 use egress_proxy::credentials::Apply;
 use egress_proxy::proxy::Interception;
 use egress_proxy::secrets::Credentials;
 use egress_proxy::{new_session_id, AuditLog, Limits, Proxy};
+use std::sync::Arc;
 
 /// airlock's egress proxy.
 #[derive(Debug, Parser)]
@@ -37,9 +39,13 @@ struct ServeArgs {
     /// TOML policy file; its `[network]` and `[[credentials]]` tables are used.
     #[arg(long, value_name = "FILE")]
     policy: PathBuf,
-    /// Append audit events to FILE (default: standard output).
-    #[arg(long, value_name = "FILE")]
-    audit_log: Option<PathBuf>,
+    /// Where audit events go: a FILE, `stdout` (default), `stderr`,
+    /// `unix:PATH` or `unixgram:PATH`.
+    #[arg(long, value_name = "SINK", default_value = "stdout")]
+    audit_log: String,
+    /// `ecs` (default) or `ocsf`.
+    #[arg(long, value_name = "FORMAT", default_value = "ecs")]
+    audit_format: String,
     /// Permissions of the socket (octal); who may connect.
     #[arg(long, value_name = "MODE", default_value = "660")]
     socket_mode: String,
@@ -124,13 +130,25 @@ fn serve(args: ServeArgs) -> Result<()> {
         .as_ref()
         .map(|i| i.credentials.redactions())
         .unwrap_or_default();
-    let audit = match &args.audit_log {
-        Some(p) => {
-            AuditLog::open(p, &session).with_context(|| format!("audit log {}", p.display()))?
-        }
-        None => AuditLog::stdout(&session),
-    }
-    .with_redactions(redactions);
+    let format = match args.audit_format.as_str() {
+        "ecs" => Format::Ecs,
+        "ocsf" => Format::Ocsf,
+        other => bail!("--audit-format {other}: expected ecs or ocsf"),
+    };
+    let options = Options {
+        format,
+        fsync_interval: Some(Duration::from_secs(1)),
+        ..Options::default()
+    };
+    let audit = Arc::new(
+        AuditLog::open_with(&SinkSpec::parse(&args.audit_log), &session, options)
+            .with_context(|| format!("audit sink {}", args.audit_log))?
+            .with_redactions(redactions),
+    );
+    audit.record_value(serde_json::json!({
+        "event": { "kind": "event", "category": ["process", "session"], "type": ["start"], "action": "session.start", "outcome": "success" },
+        "airlock": { "session": { "nonce": audit.nonce() }, "egress": { "proxy": "sidecar", "socket": path.display().to_string() } },
+    }));
     // A stale socket from a previous run is replaced; any other file is not.
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         if !meta.file_type().is_socket() {
@@ -147,7 +165,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_connections: args.max_connections.max(1),
         ..Limits::default()
     };
-    let proxy = Proxy::with_interception(policy, limits, audit, interception);
+    let proxy = Proxy::with_interception(policy, limits, audit.clone(), interception);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -166,6 +184,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         });
         eprintln!("egress-proxy: listening on {}", path.display());
         proxy.serve(listener, rx, Duration::from_secs(5)).await;
+        audit.record_value(serde_json::json!({
+            "event": { "kind": "event", "category": ["process", "session"], "type": ["end"], "action": "session.end", "outcome": "success" },
+        }));
+        audit.sync();
         let _ = std::fs::remove_file(&path);
         Ok::<(), std::io::Error>(())
     })?;

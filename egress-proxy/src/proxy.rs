@@ -26,8 +26,9 @@ pub struct Proxy {
     pub policy: NetworkPolicy,
     /// Bounds per connection and in total.
     pub limits: Limits,
-    /// Where every decision is recorded.
-    pub audit: AuditLog,
+    /// Where every decision is recorded (shared with the supervisor, which
+    /// writes the session's start and end into the same chain).
+    pub audit: Arc<AuditLog>,
     /// TLS interception for hosts with credentials or rules, if any.
     pub interception: Option<Interception>,
     slots: Arc<Semaphore>,
@@ -73,14 +74,14 @@ impl ConnCtx {
 impl Proxy {
     /// A proxy for `policy`.
     pub fn new(policy: NetworkPolicy, limits: Limits, audit: AuditLog) -> Arc<Self> {
-        Self::with_interception(policy, limits, audit, None)
+        Self::with_interception(policy, limits, Arc::new(audit), None)
     }
 
     /// A proxy that also intercepts TLS for hosts with credentials or rules.
     pub fn with_interception(
         policy: NetworkPolicy,
         limits: Limits,
-        audit: AuditLog,
+        audit: Arc<AuditLog>,
         interception: Option<Interception>,
     ) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -132,6 +133,19 @@ impl Proxy {
 
     fn admit(self: Arc<Self>, stream: UnixStream, shutdown: watch::Receiver<bool>) {
         let peer = peer_of(&stream);
+        if !self.audit.healthy() {
+            // No record, no traffic: a failed audit sink closes the door.
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nx-airlock-deny: audit-unavailable\r\n\
+                          content-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            });
+            return;
+        }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             let mut event = Event::new("connection", "unknown", peer);
             event.error = Some(format!(

@@ -26,6 +26,44 @@ pub enum Command {
     /// Check, show, explain and learn profiles.
     #[command(subcommand)]
     Policy(Box<PolicyCommand>),
+    /// Verify, summarize and read audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `sandbox audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit logs: a modified, deleted, reordered or
+    /// inserted line is named by its position; exit 1 on any problem.
+    Verify {
+        /// Also require every session's seal to verify with this Ed25519
+        /// public key (SPKI PEM).
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+        /// Audit log files (JSON lines, ECS or OCSF).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Per session and per destination: requests, bytes, denials,
+    /// credentials used.
+    Summary {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Audit log files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Human-readable lines for a terminal.
+    Tail {
+        /// Keep reading as lines are appended.
+        #[arg(long, short)]
+        follow: bool,
+        /// The audit log [default: the default audit log].
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// `sandbox policy ...`.
@@ -158,10 +196,23 @@ pub struct RunArgs {
     /// running `egress-proxy serve`) instead of starting one.
     #[arg(long, value_name = "PATH")]
     pub egress_socket: Option<PathBuf>,
-    /// Append audit events (JSON lines) to FILE [default: /var/log/airlock/audit.jsonl
-    /// as root, else ~/.local/state/airlock/audit.jsonl].
+    /// Where audit events go: a FILE (appended, 0600), `stdout`, `stderr`,
+    /// `unix:PATH` or `unixgram:PATH` (a local shipper) [default:
+    /// /var/log/airlock/audit.jsonl as root, else
+    /// ~/.local/state/airlock/audit.jsonl].
+    #[arg(long, value_name = "SINK")]
+    pub audit_log: Option<String>,
+    /// `ecs` (Elastic Common Schema, default) or `ocsf`.
+    #[arg(long, value_name = "FORMAT")]
+    pub audit_format: Option<String>,
+    /// Seal the session's audit chain with this Ed25519 key (PKCS#8 PEM),
+    /// held outside the sandbox.
     #[arg(long, value_name = "FILE")]
-    pub audit_log: Option<PathBuf>,
+    pub audit_sign_key: Option<PathBuf>,
+    /// Keep the network open if the audit sink fails (default: refuse new
+    /// connections).
+    #[arg(long)]
+    pub audit_best_effort: bool,
     /// Also trust this CA (PEM) for the proxy's own TLS to upstreams
     /// (private CAs; repeatable).
     #[arg(long, value_name = "FILE")]

@@ -42,8 +42,6 @@ pub struct NetworkRequest {
     pub allow_port: Vec<u16>,
     /// `--egress-socket PATH`: use a running `egress-proxy serve`.
     pub egress_socket: Option<PathBuf>,
-    /// `--audit-log PATH`.
-    pub audit_log: Option<PathBuf>,
     /// `--upstream-ca FILE`: extra roots the proxy trusts upstream.
     pub upstream_ca: Vec<PathBuf>,
 }
@@ -57,8 +55,6 @@ pub enum ProxyPlacement {
     Session {
         /// What it allows.
         policy: NetworkPolicy,
-        /// Where it appends audit events.
-        audit_log: PathBuf,
         /// Credentials it holds, from the profiles (secrets are read at
         /// start, never here).
         credentials: Vec<CredentialSpec>,
@@ -108,7 +104,6 @@ pub fn plan(
     policy: &NetworkPolicy,
     credentials: &[CredentialSpec],
     session_dir: &Path,
-    default_audit_log: PathBuf,
 ) -> Result<EgressPlan, SetupError> {
     let proxy = match &req.egress_socket {
         Some(_)
@@ -157,7 +152,6 @@ pub fn plan(
                 .collect();
             ProxyPlacement::Session {
                 policy: policy.clone(),
-                audit_log: req.audit_log.clone().unwrap_or(default_audit_log),
                 credentials: credentials.to_vec(),
                 placeholders,
                 upstream_ca: req.upstream_ca.clone(),
@@ -261,20 +255,6 @@ pub fn proxy_env() -> Vec<(String, String)> {
     env
 }
 
-/// Where audit events go unless `--audit-log` says otherwise: one
-/// append-only file per user, every line tagged with its session.
-pub fn default_audit_log(euid: u32, home: Option<&Path>, xdg_state: Option<&Path>) -> PathBuf {
-    if euid == 0 {
-        return PathBuf::from("/var/log/airlock/audit.jsonl");
-    }
-    let base = match (xdg_state, home) {
-        (Some(s), _) if s.is_absolute() => s.to_path_buf(),
-        (_, Some(h)) if h.is_absolute() => h.join(".local/state"),
-        _ => std::env::temp_dir(),
-    };
-    base.join("airlock/audit.jsonl")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +267,7 @@ mod tests {
     fn the_session_proxy_gets_the_effective_policy() {
         let policy =
             NetworkPolicy::from_toml("[network]\nallow = [\"api.example.com\"]\n").expect("valid");
-        let plan = plan(&req(), &policy, &[], Path::new("/s"), PathBuf::from("/a")).expect("plan");
+        let plan = plan(&req(), &policy, &[], Path::new("/s")).expect("plan");
         let ProxyPlacement::Session {
             policy: got,
             credentials,
@@ -308,12 +288,12 @@ mod tests {
         r.egress_socket = Some(PathBuf::from("/nonexistent.sock"));
         r.allow = vec!["api.example.com".into()];
         let none = NetworkPolicy::default();
-        assert!(plan(&r, &none, &[], Path::new("/s"), PathBuf::from("/a")).is_err());
+        assert!(plan(&r, &none, &[], Path::new("/s")).is_err());
         let mut r = req();
         r.egress_socket = Some(PathBuf::from("/nonexistent.sock"));
         let profile =
             NetworkPolicy::from_toml("[network]\nallow = [\"api.example.com\"]\n").expect("valid");
-        let err = plan(&r, &profile, &[], Path::new("/s"), PathBuf::from("/a")).unwrap_err();
+        let err = plan(&r, &profile, &[], Path::new("/s")).unwrap_err();
         assert!(
             err.message.contains("sidecar's policy decides"),
             "{}",

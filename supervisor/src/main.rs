@@ -6,6 +6,8 @@
 //! command was not found.
 
 mod agent;
+mod audit;
+mod audit_cmd;
 mod caps;
 mod cli;
 mod doctor;
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(*args),
         Command::Doctor => doctor::main(),
         Command::Policy(cmd) => ExitCode::from(profile::command(*cmd)),
+        Command::Audit(cmd) => ExitCode::from(audit_cmd::main(cmd)),
     }
 }
 
@@ -85,8 +88,13 @@ fn run_command(args: RunArgs) -> ExitCode {
             allow_cidr: args.allow_cidr,
             allow_port: args.allow_port,
             egress_socket: args.egress_socket,
-            audit_log: args.audit_log,
             upstream_ca: args.upstream_ca,
+        },
+        audit: audit::AuditRequest {
+            sink: args.audit_log,
+            format: args.audit_format,
+            sign_key: args.audit_sign_key,
+            best_effort: args.audit_best_effort,
         },
     };
     let result = plan::Host::current()

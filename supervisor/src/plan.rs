@@ -44,6 +44,8 @@ pub struct RunRequest {
     pub argv: Vec<OsString>,
     /// Network flags.
     pub network: NetworkRequest,
+    /// Audit flags.
+    pub audit: crate::audit::AuditRequest,
 }
 
 /// Facts about the invoking process that the plan depends on.
@@ -114,6 +116,8 @@ pub struct SandboxPlan {
     pub argv: Vec<CString>,
     /// The agent's working directory (inside).
     pub cwd: PathBuf,
+    /// The workspace (same path inside and out).
+    pub workspace: PathBuf,
     /// Hostname inside the UTS namespace.
     pub hostname: String,
     /// Wall-clock limit.
@@ -124,15 +128,15 @@ pub struct SandboxPlan {
     pub session_dir: PathBuf,
     /// The way out.
     pub egress: EgressPlan,
+    /// Where and how the session is recorded.
+    pub audit: crate::audit::AuditPlan,
     /// Resource limits (timeout and /tmp size are applied; the cgroup
     /// ones are carried for the cgroup layer, issue 6).
     #[allow(dead_code)] // read by the cgroup layer (issue 6)
     pub limits: Limits,
     /// SHA-256 of the effective policy, for the audit log.
-    #[allow(dead_code)] // read by the session-start audit event (issue 4)
     pub policy_hash: String,
     /// The profile and managed-policy files, with their SHA-256.
-    #[allow(dead_code)] // read by the session-start audit event (issue 4)
     pub policy_sources: Vec<PolicySource>,
 }
 
@@ -152,12 +156,8 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         &policy.network,
         &policy.credentials,
         &session_dir,
-        egress::default_audit_log(
-            host.euid,
-            host.home.as_deref(),
-            host.var("XDG_STATE_HOME").map(Path::new),
-        ),
     )?;
+    let audit = crate::audit::plan(&req.audit, host)?;
     let home = inside_home(host);
     let workspace = workspace(req, host)?;
     let cwd = if host.cwd.starts_with(&workspace) {
@@ -317,6 +317,7 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         session_id: host.session_id.clone(),
         session_dir,
         egress,
+        audit,
         argv: req
             .argv
             .iter()
@@ -326,6 +327,7 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             })
             .collect::<Result<_, _>>()?,
         cwd,
+        workspace: workspace.clone(),
         hostname: "airlock".to_string(),
         timeout: policy.limits.timeout.or(req.timeout),
         limits: policy.limits.clone(),

@@ -53,15 +53,43 @@ impl Outcome {
     }
 }
 
-/// Runs the plan to completion. Must be called while single-threaded.
+/// Runs the plan to completion, recording it in the audit trail. Must be
+/// called while single-threaded.
 pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
+    let mut audit = crate::audit::open(plan)?;
+    let interception = match prepare_interception(plan) {
+        Ok(i) => i,
+        Err(e) => {
+            audit.start(plan);
+            audit.isolation_failure(&e);
+            audit.end(Err(&e));
+            return Err(e);
+        }
+    };
+    if let Some(i) = &interception {
+        audit.set_redactions(i.credentials.redactions());
+    }
+    audit.start(plan);
+    let result = run_session(plan, &audit, interception);
+    if let Err(e) = &result {
+        audit.isolation_failure(e);
+    }
+    audit.end(result.as_ref().map(|o| *o));
+    result
+}
+
+fn run_session(
+    plan: &SandboxPlan,
+    audit: &crate::audit::SessionAudit,
+    interception: Option<Interception>,
+) -> Result<Outcome, SetupError> {
     let started = Instant::now();
     let id = &plan.identity;
     let session = SessionDir::create(
         &plan.session_dir,
         id.privileged.then_some((id.outer_uid, id.outer_gid)),
     )?;
-    let egress = prepare_egress(plan)?;
+    let egress = prepare_egress(plan, audit.log.clone(), interception)?;
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let mask = signals::supervised();
@@ -121,37 +149,19 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
 }
 
 /// Binds the session proxy's socket (before the clone, so init can mount
-/// it), opens its audit log, and, when it intercepts TLS, reads the
-/// credentials' secrets, makes the session CA and writes the sandbox's trust
-/// bundle. Fails closed if any of it is impossible.
-fn prepare_egress(plan: &SandboxPlan) -> Result<Option<(UnixListener, Arc<Proxy>)>, SetupError> {
-    let ProxyPlacement::Session {
-        policy,
-        audit_log,
-        credentials,
-        placeholders,
-        upstream_ca,
-    } = &plan.egress.proxy
-    else {
+/// it) and writes the sandbox's trust bundle when TLS is intercepted. Fails
+/// closed if either is impossible.
+fn prepare_egress(
+    plan: &SandboxPlan,
+    audit: Arc<AuditLog>,
+    interception: Option<Interception>,
+) -> Result<Option<(UnixListener, Arc<Proxy>)>, SetupError> {
+    let ProxyPlacement::Session { policy, .. } = &plan.egress.proxy else {
         return Ok(None);
     };
-    let interception = match &plan.egress.ca_bundle {
-        None => None,
-        Some(bundle) => Some(interception(
-            plan,
-            bundle,
-            credentials,
-            placeholders,
-            upstream_ca,
-        )?),
-    };
-    let redactions = interception
-        .as_ref()
-        .map(|i| i.credentials.redactions())
-        .unwrap_or_default();
-    let audit = AuditLog::open(audit_log, &plan.session_id)
-        .map_err(|e| SetupError::io("audit", format!("open {}", audit_log.display()), e))?
-        .with_redactions(redactions);
+    if let (Some(bundle), Some(i)) = (&plan.egress.ca_bundle, &interception) {
+        write_bundle(bundle, &i.ca)?;
+    }
     let path = &plan.egress.host_socket;
     let listener = UnixListener::bind(path)
         .map_err(|e| SetupError::io("network", format!("listen on {}", path.display()), e))?;
@@ -169,21 +179,26 @@ fn prepare_egress(plan: &SandboxPlan) -> Result<Option<(UnixListener, Arc<Proxy>
     )))
 }
 
-fn interception(
-    plan: &SandboxPlan,
-    bundle: &CaBundle,
-    specs: &[CredentialSpec],
-    placeholders: &[(String, String, String)],
-    upstream_ca: &[std::path::PathBuf],
-) -> Result<Interception, SetupError> {
-    let ph: HashMap<String, String> = placeholders
-        .iter()
-        .map(|(name, _, value)| (name.clone(), value.clone()))
-        .collect();
-    let credentials = Credentials::load_all(specs, &|var| std::env::var(var).ok(), &ph)
-        .map_err(|e| SetupError::new("credentials", e.to_string()))?;
-    let ca = SessionCa::generate(&plan.session_id)
-        .map_err(|e| SetupError::new("credentials", format!("session CA: {e}")))?;
+/// Reads the credentials' secrets and makes the session CA, when the
+/// session proxy intercepts TLS. A missing secret stops the run.
+fn prepare_interception(plan: &SandboxPlan) -> Result<Option<Interception>, SetupError> {
+    let ProxyPlacement::Session {
+        credentials,
+        placeholders,
+        upstream_ca,
+        ..
+    } = &plan.egress.proxy
+    else {
+        return Ok(None);
+    };
+    if plan.egress.ca_bundle.is_none() {
+        return Ok(None);
+    }
+    interception(plan, credentials, placeholders, upstream_ca).map(Some)
+}
+
+/// The system bundle plus the session CA, readable by the agent.
+fn write_bundle(bundle: &CaBundle, ca: &SessionCa) -> Result<(), SetupError> {
     let system = bundle
         .system_path
         .as_ref()
@@ -204,7 +219,23 @@ fn interception(
         )
     })?;
     std::fs::set_permissions(&bundle.host_file, std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| SetupError::io("credentials", "chmod the CA bundle", e))?;
+        .map_err(|e| SetupError::io("credentials", "chmod the CA bundle", e))
+}
+
+fn interception(
+    plan: &SandboxPlan,
+    specs: &[CredentialSpec],
+    placeholders: &[(String, String, String)],
+    upstream_ca: &[std::path::PathBuf],
+) -> Result<Interception, SetupError> {
+    let ph: HashMap<String, String> = placeholders
+        .iter()
+        .map(|(name, _, value)| (name.clone(), value.clone()))
+        .collect();
+    let credentials = Credentials::load_all(specs, &|var| std::env::var(var).ok(), &ph)
+        .map_err(|e| SetupError::new("credentials", e.to_string()))?;
+    let ca = SessionCa::generate(&plan.session_id)
+        .map_err(|e| SetupError::new("credentials", format!("session CA: {e}")))?;
     let upstream_tls = egress_proxy::tls::upstream_config(upstream_ca)
         .map_err(|e| SetupError::new("credentials", e.to_string()))?;
     Ok(Interception {
@@ -253,6 +284,7 @@ fn parse_setup_error(text: &str) -> SetupError {
         "seccomp",
         "workspace",
         "credentials",
+        "audit",
         "agent",
         "init",
     ];

@@ -232,7 +232,7 @@ fn upstream_gets_the_secret_and_the_sandbox_never_does() {
     );
     let used: Vec<String> = json_lines(&log)
         .iter()
-        .filter(|e| e["event"]["action"] == "credential_used")
+        .filter(|e| e["event"]["action"] == "credential.used")
         .map(|e| {
             e["airlock"]["credential"]["name"]
                 .as_str()

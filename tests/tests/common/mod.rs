@@ -362,10 +362,11 @@ impl Sandbox {
     /// /dev/null, without adding `--workspace`.
     pub fn bare_command(&self, opts: &[&str], argv: &[&str]) -> Command {
         let mut cmd = Command::new(sandbox_bin());
-        cmd.arg("run")
-            .arg("--audit-log")
-            .arg(self.audit_log())
-            .args(opts)
+        cmd.arg("run");
+        if !opts.contains(&"--audit-log") {
+            cmd.arg("--audit-log").arg(self.audit_log());
+        }
+        cmd.args(opts)
             .arg("--")
             .args(argv)
             .current_dir(self.workspace.path())

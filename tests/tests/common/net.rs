@@ -101,6 +101,18 @@ impl Sandbox {
         self.net_run(names, opts, &["/bin/sh", "-c", script])
     }
 
+    /// The network events (connections, requests, denials, credential
+    /// uses) of this sandbox's sessions, without session start/end.
+    pub fn network_events(&self) -> Vec<serde_json::Value> {
+        self.audit_events()
+            .into_iter()
+            .filter(|e| {
+                let a = e["event"]["action"].as_str().unwrap_or("");
+                !a.starts_with("session.") && !a.starts_with("audit.")
+            })
+            .collect()
+    }
+
     /// The audit events this sandbox's sessions wrote, parsed.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.audit_log()).unwrap_or_default();

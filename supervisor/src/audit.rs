@@ -1,0 +1,250 @@
+//! The supervisor's part of the audit trail: where it goes (plan), and the
+//! events only the supervisor can write: `session.start` (who ran what,
+//! under which policy, on which kernel), `isolation.failure` (a layer could
+//! not be applied), `session.end` (how it ended) and the seal. The session
+//! proxy writes its network events into the same chain.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use egress_proxy::audit::{rfc3339, AuditLog, Format, Options, SinkSpec};
+use egress_proxy::seal::SigningKey;
+use serde_json::json;
+
+use crate::error::SetupError;
+use crate::plan::{Host, SandboxPlan};
+use crate::run::Outcome;
+
+/// The audit part of the command line.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRequest {
+    /// `--audit-log SINK`: a file, `stdout`, `stderr`, `unix:PATH`,
+    /// `unixgram:PATH`.
+    pub sink: Option<String>,
+    /// `--audit-format ecs|ocsf`.
+    pub format: Option<String>,
+    /// `--audit-sign-key FILE`.
+    pub sign_key: Option<PathBuf>,
+    /// `--audit-best-effort`.
+    pub best_effort: bool,
+}
+
+/// Where and how the session is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPlan {
+    /// The sink.
+    pub sink: SinkSpec,
+    /// The line format.
+    pub format: Format,
+    /// The key that seals the chain at the end, if any.
+    pub sign_key: Option<PathBuf>,
+    /// Keep running if the sink fails.
+    pub best_effort: bool,
+}
+
+/// How often the file is flushed to disk besides session end.
+const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Plans the audit sink from the flags.
+pub fn plan(req: &AuditRequest, host: &Host) -> Result<AuditPlan, SetupError> {
+    let sink = match &req.sink {
+        Some(s) => SinkSpec::parse(s),
+        None => SinkSpec::File(default_audit_log(
+            host.euid,
+            host.home.as_deref(),
+            std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .as_deref(),
+        )),
+    };
+    let format = match req.format.as_deref() {
+        None | Some("ecs") => Format::Ecs,
+        Some("ocsf") => Format::Ocsf,
+        Some(other) => {
+            return Err(SetupError::new(
+                "audit",
+                format!("--audit-format {other}: expected ecs or ocsf"),
+            ))
+        }
+    };
+    Ok(AuditPlan {
+        sink,
+        format,
+        sign_key: req.sign_key.clone(),
+        best_effort: req.best_effort,
+    })
+}
+
+/// Where audit events go unless `--audit-log` says otherwise: one
+/// append-only file per user, every line tagged with its session.
+pub fn default_audit_log(euid: u32, home: Option<&Path>, xdg_state: Option<&Path>) -> PathBuf {
+    if euid == 0 {
+        return PathBuf::from("/var/log/airlock/audit.jsonl");
+    }
+    let base = match (xdg_state, home) {
+        (Some(s), _) if s.is_absolute() => s.to_path_buf(),
+        (_, Some(h)) if h.is_absolute() => h.join(".local/state"),
+        _ => std::env::temp_dir(),
+    };
+    base.join("airlock/audit.jsonl")
+}
+
+/// An open session log and the key that will seal it.
+pub struct SessionAudit {
+    /// The log, shared with the session proxy.
+    pub log: Arc<AuditLog>,
+    key: Option<SigningKey>,
+    started: SystemTime,
+}
+
+/// Opens the sink (fails closed) and loads the signing key.
+pub fn open(plan: &SandboxPlan) -> Result<SessionAudit, SetupError> {
+    let a = &plan.audit;
+    let key = match &a.sign_key {
+        Some(p) => Some(
+            SigningKey::from_pem_file(p)
+                .map_err(|e| SetupError::new("audit", format!("--audit-sign-key {e}")))?,
+        ),
+        None => None,
+    };
+    let options = Options {
+        format: a.format,
+        best_effort: a.best_effort,
+        fsync_interval: Some(FSYNC_INTERVAL),
+        policy_hash: Some(plan.policy_hash.clone()),
+    };
+    let log = AuditLog::open_with(&a.sink, &plan.session_id, options).map_err(|e| {
+        SetupError::io(
+            "audit",
+            format!(
+                "open the audit sink {:?} (fix the path or permissions, or pass --audit-log)",
+                a.sink
+            ),
+            e,
+        )
+    })?;
+    Ok(SessionAudit {
+        log: Arc::new(log),
+        key,
+        started: SystemTime::now(),
+    })
+}
+
+impl SessionAudit {
+    /// Replaces the log (so the proxy's secrets redactions apply to the
+    /// supervisor's lines too). Only valid before any line is written.
+    pub fn set_redactions(&mut self, redactions: Vec<(String, String)>) {
+        if redactions.is_empty() {
+            return;
+        }
+        if let Some(log) = Arc::get_mut(&mut self.log) {
+            let taken = std::mem::replace(log, AuditLog::discard(""));
+            *log = taken.with_redactions(redactions);
+        }
+    }
+
+    /// `session.start`: who, what, where, under which policy.
+    pub fn start(&self, plan: &SandboxPlan) {
+        let uts = nix::sys::utsname::uname().ok();
+        let text = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+            uts.as_ref()
+                .map(|u| f(u).to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let args: Vec<String> = plan
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let sources: Vec<_> = plan
+            .policy_sources
+            .iter()
+            .map(|s| json!({ "path": s.label, "sha256": s.sha256, "role": s.role }))
+            .collect();
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default();
+        let proxy = match &plan.egress.proxy {
+            crate::egress::ProxyPlacement::Session { .. } => "session",
+            crate::egress::ProxyPlacement::External => "sidecar",
+        };
+        self.log.record_value(json!({
+            "event": {
+                "kind": "event",
+                "category": ["process", "session"],
+                "type": ["start"],
+                "action": "session.start",
+                "outcome": "success",
+            },
+            "user": { "id": nix::unistd::getuid().as_raw().to_string(), "name": user },
+            "process": {
+                "command_line": args.join(" "),
+                "args": args,
+                "working_directory": plan.cwd.display().to_string(),
+            },
+            "host": {
+                "hostname": text(|u| u.nodename()),
+                "os": { "kernel": text(|u| u.release()), "type": "linux" },
+                "architecture": text(|u| u.machine()),
+            },
+            "airlock": {
+                "session": { "nonce": self.log.nonce() },
+                "agent": { "uid": plan.identity.outer_uid, "gid": plan.identity.outer_gid },
+                "workspace": plan.workspace.display().to_string(),
+                "policy": { "sources": sources },
+                "landlock": { "abi": crate::landlock::kernel_abi() },
+                "isolation": "full",
+                "egress": { "proxy": proxy, "socket": plan.egress.host_socket.display().to_string() },
+            },
+        }));
+    }
+
+    /// `isolation.failure`: a layer could not be applied; nothing ran.
+    pub fn isolation_failure(&self, err: &SetupError) {
+        self.log.record_value(json!({
+            "event": {
+                "kind": "alert",
+                "category": ["process"],
+                "type": ["error"],
+                "action": "isolation.failure",
+                "outcome": "failure",
+            },
+            "error": { "message": err.message, "type": err.layer },
+            "airlock": { "layer": err.layer },
+        }));
+    }
+
+    /// `session.end`, then the seal if a key was given, then a flush.
+    pub fn end(&self, outcome: Result<Outcome, &SetupError>) {
+        let duration = self.started.elapsed().unwrap_or_default();
+        let (code, outcome_text, timed_out) = match outcome {
+            Ok(Outcome::Exited(c)) => (c, if c == 0 { "success" } else { "failure" }, false),
+            Ok(Outcome::TimedOut) => (crate::run::TIMED_OUT, "failure", true),
+            Err(_) => (crate::init::SETUP_FAILED, "failure", false),
+        };
+        let signal = (code > 128 && code < 128 + 65).then(|| code - 128);
+        self.log.record_value(json!({
+            "event": {
+                "kind": "event",
+                "category": ["process", "session"],
+                "type": ["end"],
+                "action": "session.end",
+                "outcome": outcome_text,
+                "start": rfc3339(self.started),
+                "end": rfc3339(SystemTime::now()),
+                "duration": duration.as_nanos() as u64,
+            },
+            "process": { "exit_code": code },
+            "airlock": {
+                "exit": { "code": code, "signal": signal, "timed_out": timed_out },
+            },
+        }));
+        if let Some(key) = &self.key {
+            self.log.seal(key);
+        }
+        self.log.sync();
+    }
+}
