@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -266,14 +267,20 @@ fn tail(file: Option<PathBuf>, follow: bool) -> u8 {
         match reader.read_line(&mut line) {
             Ok(0) if follow => {
                 std::thread::sleep(Duration::from_millis(200));
-                // A rotated-away file: reopen the path when it shrinks.
-                if let (Ok(meta), Ok(pos)) = (std::fs::metadata(&path), reader.stream_position()) {
-                    if meta.len() < pos {
-                        if let Ok(f) = std::fs::File::open(&path) {
-                            reader = BufReader::new(f);
-                        } else {
-                            let _ = reader.seek(SeekFrom::Start(0));
-                        }
+                // Rotation: the path now names another file (a new inode),
+                // or this one was truncated. Read the new one from its start.
+                let current = reader.get_ref().metadata().ok();
+                let at_path = std::fs::metadata(&path).ok();
+                let pos = reader.stream_position().unwrap_or(0);
+                let rotated = match (&current, &at_path) {
+                    (Some(c), Some(p)) => c.ino() != p.ino() || p.len() < pos,
+                    _ => false,
+                };
+                if rotated {
+                    if let Ok(f) = std::fs::File::open(&path) {
+                        reader = BufReader::new(f);
+                    } else {
+                        let _ = reader.seek(SeekFrom::Start(0));
                     }
                 }
             }
@@ -281,6 +288,8 @@ fn tail(file: Option<PathBuf>, follow: bool) -> u8 {
             Ok(_) => {
                 if let Ok(v) = serde_json::from_str::<Value>(line.trim_end()) {
                     println!("{}", human(&v));
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
                 }
             }
         }

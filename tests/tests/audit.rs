@@ -446,3 +446,48 @@ fn a_failed_audit_sink_closes_the_network() {
     );
     assert!(up.requests().len() <= 1, "{:?}", up.requests());
 }
+
+/// `sandbox audit tail -f` keeps following the log across rotation (the
+/// file moved away and a new one started), as a log shipper would.
+#[test]
+fn tail_follows_the_log_across_rotation() {
+    let sb = Sandbox::new();
+    sb.run(&["true"]).assert_code(0, "session A");
+    let log = sb.audit_log();
+    let mut tail = Command::new(sandbox_bin())
+        .args(["audit", "tail", "--follow"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    let stdout = tail.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |want: &str, count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut seen = 0;
+        while std::time::Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                if l.contains(want) {
+                    seen += 1;
+                    if seen == count {
+                        return;
+                    }
+                }
+            }
+        }
+        panic!("tail did not print {count} line(s) with {want:?}");
+    };
+    wait_for("session.end", 1);
+    std::fs::rename(&log, log.with_extension("jsonl.1")).expect("rotate");
+    sb.run(&["true"]).assert_code(0, "session B");
+    wait_for("session.end", 1);
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
