@@ -128,7 +128,8 @@ impl Proxy {
         drop(listener);
         let all = self.limits.max_connections as u32;
         let _ = tokio::time::timeout(grace, self.slots.clone().acquire_many_owned(all)).await;
-        self.audit.sync();
+        // Flushing to disk is the owner's job, once, after its own last
+        // line (the supervisor's session.end, the sidecar's shutdown).
     }
 
     fn admit(self: Arc<Self>, stream: UnixStream, shutdown: watch::Receiver<bool>) {
