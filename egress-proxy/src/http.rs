@@ -23,9 +23,12 @@ use crate::decide::{decide_target, Decision};
 use crate::gate::{self, Refusal};
 use crate::inspect::{find_leak, head_bytes, read_ahead};
 use crate::intercept;
+use crate::meter::Metered;
 use crate::name::{parse_host, Host};
 use crate::proxy::ConnCtx;
+use crate::splice;
 use crate::tunnel;
+use tokio::net::UnixStream;
 
 /// The body type every response and upstream request uses.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -208,15 +211,33 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                event.error = tunnel::run(
-                    &mut client,
-                    upstream,
-                    ctx.meter.clone(),
-                    &ctx.proxy.limits,
-                    ctx.shutdown.clone(),
-                )
-                .await;
+                // Our own socket underneath: splice, zero-copy. Anything
+                // else (a wrapped stream in tests): copy.
+                match upgraded.downcast::<TokioIo<Metered<UnixStream>>>() {
+                    Ok(parts) => {
+                        let client = parts.io.into_inner().into_inner();
+                        event.error = splice::run(
+                            client,
+                            &parts.read_buf,
+                            upstream,
+                            ctx.meter.clone(),
+                            &ctx.proxy.limits,
+                            ctx.shutdown.clone(),
+                        )
+                        .await;
+                    }
+                    Err(upgraded) => {
+                        let mut client = TokioIo::new(upgraded);
+                        event.error = tunnel::run(
+                            &mut client,
+                            upstream,
+                            ctx.meter.clone(),
+                            &ctx.proxy.limits,
+                            ctx.shutdown.clone(),
+                        )
+                        .await;
+                    }
+                }
             }
             Err(e) => event.error = Some(format!("upgrade failed: {e}")),
         }

@@ -30,6 +30,7 @@ pub mod seal;
 pub mod secrets;
 pub mod session;
 pub mod socks;
+pub mod splice;
 pub mod tls;
 pub mod tunnel;
 pub mod verify;

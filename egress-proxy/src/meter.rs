@@ -51,7 +51,8 @@ impl Meter {
         )
     }
 
-    fn touch(&self) {
+    /// Marks activity now.
+    pub fn touch(&self) {
         self.last_activity.store(now_ms(), Ordering::Relaxed);
     }
 }
@@ -82,6 +83,11 @@ impl<S> Metered<S> {
     /// The wrapped stream.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// Unwraps the stream (its traffic from now on is not counted here).
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 

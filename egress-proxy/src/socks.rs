@@ -9,8 +9,10 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::gate;
+use crate::meter::Metered;
 use crate::proxy::ConnCtx;
-use crate::tunnel;
+use crate::splice;
+use tokio::net::UnixStream;
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
@@ -29,10 +31,7 @@ struct Request {
 }
 
 /// Serves one SOCKS5 client connection.
-pub async fn serve<S>(mut stream: S, ctx: Arc<ConnCtx>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn serve(mut stream: Metered<UnixStream>, ctx: Arc<ConnCtx>) {
     let started = Instant::now();
     let mut event = ctx.event("connection", "socks5");
     let handshake = tokio::time::timeout(ctx.proxy.limits.header_timeout, handshake(&mut stream));
@@ -60,8 +59,9 @@ where
     if stream.write_all(&reply_bytes(REPLY_OK)).await.is_err() {
         return;
     }
-    event.error = tunnel::run(
-        &mut stream,
+    event.error = splice::run(
+        stream.into_inner(),
+        &[],
         upstream,
         ctx.meter.clone(),
         &ctx.proxy.limits,
