@@ -57,6 +57,7 @@ fn confine(plan: &SandboxPlan) -> Result<(), SetupError> {
             std::io::Error::last_os_error(),
         ));
     }
+    crate::rlimits::apply(&crate::rlimits::plan(&plan.limits))?;
     landlock::restrict_self(&plan.landlock)?;
     seccomp::install(&plan.seccomp)
 }

@@ -7,6 +7,7 @@
 
 mod agent;
 mod caps;
+mod cgroup;
 mod cli;
 mod doctor;
 mod egress;
@@ -20,6 +21,7 @@ mod plan;
 mod policy;
 mod profile;
 mod relay;
+mod rlimits;
 mod run;
 mod seccomp;
 mod session;

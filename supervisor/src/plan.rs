@@ -124,9 +124,8 @@ pub struct SandboxPlan {
     pub session_dir: PathBuf,
     /// The way out.
     pub egress: EgressPlan,
-    /// Resource limits (timeout and /tmp size are applied; the cgroup
-    /// ones are carried for the cgroup layer, issue 6).
-    #[allow(dead_code)] // read by the cgroup layer (issue 6)
+    /// Resource limits: cgroup (`cgroup.rs`), rlimits (`rlimits.rs`),
+    /// /tmp size (mounts) and timeout (supervisor).
     pub limits: Limits,
     /// SHA-256 of the effective policy, for the audit log.
     #[allow(dead_code)] // read by the session-start audit event (issue 4)

@@ -23,6 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::cgroup::{self, Usage};
 use crate::egress::{CaBundle, ProxyPlacement};
 use crate::error::SetupError;
 use crate::init::{self, Channels};
@@ -55,6 +56,12 @@ impl Outcome {
 
 /// Runs the plan to completion. Must be called while single-threaded.
 pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
+    run_with_usage(plan).map(|(outcome, _)| outcome)
+}
+
+/// [`run`], also returning what the session used (for the session-end
+/// audit event).
+pub fn run_with_usage(plan: &SandboxPlan) -> Result<(Outcome, Usage), SetupError> {
     let started = Instant::now();
     let id = &plan.identity;
     let session = SessionDir::create(
@@ -62,6 +69,14 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         id.privileged.then_some((id.outer_uid, id.outer_gid)),
     )?;
     let egress = prepare_egress(plan)?;
+    // Before the clone: a limit that cannot be applied stops the run here.
+    let cgroup = cgroup::Session::create(&cgroup_name(plan), &plan.limits)?;
+    for s in cgroup.skipped() {
+        eprintln!(
+            "sandbox: warning: cgroup: limits.{} is not enforced (best_effort): {}",
+            s.limit, s.reason
+        );
+    }
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let mask = signals::supervised();
@@ -98,6 +113,8 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
     namespaces::write_id_maps(child, &plan.identity)?;
+    // Init waits for "go": it is in the cgroup before it forks the agent.
+    cgroup.attach(child)?;
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
 
@@ -108,8 +125,13 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         return Err(parse_setup_error(&setup_error));
     }
 
-    let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t));
+    let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t), &cgroup);
     std::mem::forget(guard);
+    // Init is gone, and the PID namespace with it; the cgroup kill is the
+    // second lock on the door.
+    cgroup.kill_all();
+    let usage = cgroup.usage();
+    drop(cgroup);
     // Keep the go pipe open until init is gone: its hang-up means "the
     // supervisor died".
     drop(go_write);
@@ -117,7 +139,13 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     // record them before it stops.
     drop(session_proxy);
     drop(session);
-    Ok(outcome)
+    Ok((outcome, usage))
+}
+
+/// `airlock-<first 16 hex digits of the session id>`.
+fn cgroup_name(plan: &SandboxPlan) -> String {
+    let short: String = plan.session_id.chars().take(16).collect();
+    format!("airlock-{short}")
 }
 
 /// Binds the session proxy's socket (before the clone, so init can mount
@@ -245,6 +273,8 @@ fn read_all(fd: OwnedFd) -> String {
 fn parse_setup_error(text: &str) -> SetupError {
     const LAYERS: &[&str] = &[
         "namespaces",
+        "cgroup",
+        "rlimits",
         "mounts",
         "network",
         "identity",
@@ -265,7 +295,12 @@ fn parse_setup_error(text: &str) -> SetupError {
 }
 
 /// Waits for init, forwarding signals and enforcing the deadline.
-fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
+fn wait(
+    child: Pid,
+    sfd: &SignalFd,
+    deadline: Option<Instant>,
+    cgroup: &cgroup::Session,
+) -> Outcome {
     loop {
         if let Some(code) = exited(child) {
             return Outcome::Exited(code);
@@ -275,6 +310,7 @@ fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    cgroup.kill_all();
                     let _ = kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
                     return Outcome::TimedOut;
