@@ -324,6 +324,9 @@ impl Session {
     /// best-effort: without any cgroup the PID namespace still takes
     /// everything down with init (the session then has no directory).
     pub fn create(name: &str, limits: &Limits) -> Result<Session, SetupError> {
+        if crate::selftest::weakened("cgroup") {
+            return Self::create_in(&Hierarchies::current(), name, &Limits::default());
+        }
         Self::create_in(&Hierarchies::current(), name, limits)
     }
 

@@ -19,11 +19,13 @@ mod namespaces;
 mod network;
 mod plan;
 mod policy;
+mod probes;
 mod profile;
 mod relay;
 mod rlimits;
 mod run;
 mod seccomp;
+mod selftest;
 mod session;
 mod signals;
 
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(*args),
         Command::Doctor => doctor::main(),
         Command::Policy(cmd) => ExitCode::from(profile::command(*cmd)),
+        Command::Selftest { json } => selftest::main(json),
+        Command::Probe { names } => probes::main(names),
     }
 }
 
