@@ -57,7 +57,16 @@ fn confine(plan: &SandboxPlan) -> Result<(), SetupError> {
             std::io::Error::last_os_error(),
         ));
     }
-    landlock::restrict_self(&plan.landlock)?;
+    use crate::selftest::weakened;
+    if !weakened("rlimits") {
+        crate::rlimits::apply(&crate::rlimits::plan(&plan.limits))?;
+    }
+    if !weakened("landlock") {
+        landlock::restrict_self(&plan.landlock)?;
+    }
+    if weakened("seccomp") {
+        return Ok(());
+    }
     seccomp::install(&plan.seccomp)
 }
 

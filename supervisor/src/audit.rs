@@ -218,7 +218,7 @@ impl SessionAudit {
     }
 
     /// `session.end`, then the seal if a key was given, then a flush.
-    pub fn end(&self, outcome: Result<Outcome, &SetupError>) {
+    pub fn end(&self, outcome: Result<Outcome, &SetupError>, usage: Option<&crate::cgroup::Usage>) {
         let duration = self.started.elapsed().unwrap_or_default();
         let (code, outcome_text, timed_out) = match outcome {
             Ok(Outcome::Exited(c)) => (c, if c == 0 { "success" } else { "failure" }, false),
@@ -240,6 +240,11 @@ impl SessionAudit {
             "process": { "exit_code": code },
             "airlock": {
                 "exit": { "code": code, "signal": signal, "timed_out": timed_out },
+                "resources": {
+                    "cpu_usec": usage.and_then(|u| u.cpu_usec),
+                    "peak_memory_bytes": usage.and_then(|u| u.peak_memory_bytes),
+                    "limit_hit": usage.and_then(|u| u.limit_hit),
+                },
             },
         }));
         if let Some(key) = &self.key {

@@ -26,6 +26,20 @@ pub enum Command {
     /// Check, show, explain and learn profiles.
     #[command(subcommand)]
     Policy(Box<PolicyCommand>),
+    /// Run the escape battery inside a real sandbox on this host and print
+    /// probe, expected, observed, pass/fail; exit 1 on any failure.
+    Selftest {
+        /// A JSON report (with kernel version and Landlock ABI) instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The prober `selftest` runs inside the sandbox (internal).
+    #[command(name = "__probe", hide = true)]
+    Probe {
+        /// Probe names (see probes.rs).
+        #[arg(required = true, allow_hyphen_values = true)]
+        names: Vec<String>,
+    },
     /// Verify, summarize and read audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),

@@ -14,13 +14,8 @@ struct Check {
 
 /// Prints the report; exits 0 when `sandbox run` works on this host.
 pub fn main() -> ExitCode {
-    let mut checks = vec![
-        kernel(),
-        user_namespaces(),
-        landlock_abi(),
-        seccomp(),
-        cgroups(),
-    ];
+    let mut checks = vec![kernel(), user_namespaces(), landlock_abi(), seccomp()];
+    checks.extend(cgroups());
     let trial = trial_run();
     let works = trial.ok;
     checks.push(trial);
@@ -109,7 +104,7 @@ fn seccomp() -> Check {
     }
 }
 
-fn cgroups() -> Check {
+fn cgroups() -> Vec<Check> {
     let mounts = read("/proc/self/mounts").unwrap_or_default();
     let v2_root = mounts
         .lines()
@@ -126,13 +121,38 @@ fn cgroups() -> Check {
         (false, false, true) => "cgroup v1 only",
         _ => "no cgroup filesystem mounted",
     };
-    Check {
+    let mut checks = vec![Check {
         name: "cgroups",
         ok: true,
-        detail: format!(
-            "{detail} (a cgroup namespace is always created; limits are not applied yet)"
-        ),
-    }
+        detail: detail.to_string(),
+    }];
+    checks.extend(limit_support());
+    checks
+}
+
+/// One line per cgroup limit: enforceable here (and through which cgroup
+/// version), or why not. Not a failure: runs without these limits work,
+/// and a profile that asks for one fails closed (or warns, best_effort).
+fn limit_support() -> Vec<Check> {
+    crate::cgroup::host_support()
+        .into_iter()
+        .map(|s| Check {
+            name: match s.limit {
+                "memory" => "limits.memory",
+                "pids" => "limits.pids",
+                _ => "limits.cpu",
+            },
+            ok: true,
+            detail: match s.result {
+                Ok(crate::cgroup::Version::V2) => "enforced (cgroup v2)".to_string(),
+                Ok(crate::cgroup::Version::V1) => "enforced (cgroup v1)".to_string(),
+                Err(why) => format!(
+                    "cannot be enforced here: {why} (profiles asking for it fail unless \
+                     [limits] best_effort = true)"
+                ),
+            },
+        })
+        .collect()
 }
 
 fn trial_run() -> Check {

@@ -72,6 +72,9 @@ fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<Relay, Set
             ))
         }
     }
+    // The supervisor has moved us into the session's cgroup: make it our
+    // cgroup namespace's root, so nothing above it is visible inside.
+    crate::cgroup::enter_namespace()?;
     // Our own session: the caller's terminal signals reach the supervisor
     // only, which forwards them exactly once.
     nix::unistd::setsid().map_err(|e| SetupError::io("init", "setsid", e))?;

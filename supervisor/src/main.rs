@@ -9,6 +9,7 @@ mod agent;
 mod audit;
 mod audit_cmd;
 mod caps;
+mod cgroup;
 mod cli;
 mod doctor;
 mod egress;
@@ -20,10 +21,13 @@ mod namespaces;
 mod network;
 mod plan;
 mod policy;
+mod probes;
 mod profile;
 mod relay;
+mod rlimits;
 mod run;
 mod seccomp;
+mod selftest;
 mod session;
 mod signals;
 
@@ -50,6 +54,8 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::main(),
         Command::Policy(cmd) => ExitCode::from(profile::command(*cmd)),
         Command::Audit(cmd) => ExitCode::from(audit_cmd::main(cmd)),
+        Command::Selftest { json } => selftest::main(json),
+        Command::Probe { names } => probes::main(names),
     }
 }
 

@@ -19,6 +19,9 @@ use crate::error::SetupError;
 
 const LAYER: &str = "mounts";
 
+/// Bytes of tmpfs size per inode allowed (`nr_inodes`).
+pub const TMPFS_BYTES_PER_INODE: u64 = 16 << 10;
+
 /// Device nodes bound from the host's `/dev`.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -178,7 +181,10 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
             mode, owner, size, ..
         } => {
             make_dir(&at)?;
-            let mut data = format!("mode={mode:04o},size={size}");
+            // Inodes bounded too (one per 16 KiB, like tmpfs's own default
+            // for RAM), so a flood of empty files cannot exhaust memory.
+            let inodes = (size / TMPFS_BYTES_PER_INODE).max(1024);
+            let mut data = format!("mode={mode:04o},size={size},nr_inodes={inodes}");
             if let Some((uid, gid)) = owner {
                 data.push_str(&format!(",uid={uid},gid={gid}"));
             }

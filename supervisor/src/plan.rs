@@ -130,9 +130,8 @@ pub struct SandboxPlan {
     pub egress: EgressPlan,
     /// Where and how the session is recorded.
     pub audit: crate::audit::AuditPlan,
-    /// Resource limits (timeout and /tmp size are applied; the cgroup
-    /// ones are carried for the cgroup layer, issue 6).
-    #[allow(dead_code)] // read by the cgroup layer (issue 6)
+    /// Resource limits: cgroup (`cgroup.rs`), rlimits (`rlimits.rs`),
+    /// /tmp size (mounts) and timeout (supervisor).
     pub limits: Limits,
     /// SHA-256 of the effective policy, for the audit log.
     pub policy_hash: String,

@@ -75,9 +75,9 @@ pub struct FilesystemPolicy {
     pub protect: Vec<PathBuf>,
 }
 
-/// Resource limits (`[limits]`). `timeout` and `tmp_size` are enforced;
-/// `memory`, `pids`, `cpu_millis` (cgroup) and `nofile` are carried in the
-/// plan for the cgroup layer.
+/// Resource limits (`[limits]`). `memory`, `pids` and `cpu_millis` are
+/// applied by the cgroup layer (`cgroup.rs`), `nofile` by `rlimits.rs`,
+/// `tmp_size` by the mount plan and `timeout` by the supervisor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of memory for the whole sandbox.
@@ -88,10 +88,15 @@ pub struct Limits {
     pub cpu_millis: Option<u64>,
     /// Open files per process.
     pub nofile: Option<u64>,
+    /// Largest file a process may write, in bytes.
+    pub fsize: Option<u64>,
     /// Bytes of the private `/tmp`.
     pub tmp_size: Option<u64>,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
+    /// `memory`, `pids` and `cpu` that this host cannot enforce are skipped
+    /// with a warning instead of stopping the run.
+    pub best_effort: bool,
 }
 
 /// A file the policy was built from.

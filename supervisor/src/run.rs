@@ -23,6 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::cgroup::{self, Usage};
 use crate::egress::{CaBundle, ProxyPlacement};
 use crate::error::SetupError;
 use crate::init::{self, Channels};
@@ -62,7 +63,7 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         Err(e) => {
             audit.start(plan);
             audit.isolation_failure(&e);
-            audit.end(Err(&e));
+            audit.end(Err(&e), None);
             return Err(e);
         }
     };
@@ -74,15 +75,20 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     if let Err(e) = &result {
         audit.isolation_failure(e);
     }
-    audit.end(result.as_ref().map(|o| *o));
-    result
+    audit.end(
+        result.as_ref().map(|(o, _)| *o),
+        result.as_ref().ok().map(|(_, u)| u),
+    );
+    result.map(|(outcome, _)| outcome)
 }
 
+/// One session from the session directory to teardown; returns how it
+/// ended and what it used (cgroup accounting, for session.end).
 fn run_session(
     plan: &SandboxPlan,
     audit: &crate::audit::SessionAudit,
     interception: Option<Interception>,
-) -> Result<Outcome, SetupError> {
+) -> Result<(Outcome, Usage), SetupError> {
     let started = Instant::now();
     let id = &plan.identity;
     let session = SessionDir::create(
@@ -90,6 +96,14 @@ fn run_session(
         id.privileged.then_some((id.outer_uid, id.outer_gid)),
     )?;
     let egress = prepare_egress(plan, audit.log.clone(), interception)?;
+    // Before the clone: a limit that cannot be applied stops the run here.
+    let cgroup = cgroup::Session::create(&cgroup_name(plan), &plan.limits)?;
+    for s in cgroup.skipped() {
+        eprintln!(
+            "sandbox: warning: cgroup: limits.{} is not enforced (best_effort): {}",
+            s.limit, s.reason
+        );
+    }
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let mask = signals::supervised();
@@ -126,6 +140,8 @@ fn run_session(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
     namespaces::write_id_maps(child, &plan.identity)?;
+    // Init waits for "go": it is in the cgroup before it forks the agent.
+    cgroup.attach(child)?;
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
 
@@ -136,8 +152,13 @@ fn run_session(
         return Err(parse_setup_error(&setup_error));
     }
 
-    let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t));
+    let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t), &cgroup);
     std::mem::forget(guard);
+    // Init is gone, and the PID namespace with it; the cgroup kill is the
+    // second lock on the door.
+    cgroup.kill_all();
+    let usage = cgroup.usage();
+    drop(cgroup);
     // Keep the go pipe open until init is gone: its hang-up means "the
     // supervisor died".
     drop(go_write);
@@ -145,7 +166,13 @@ fn run_session(
     // record them before it stops.
     drop(session_proxy);
     drop(session);
-    Ok(outcome)
+    Ok((outcome, usage))
+}
+
+/// `airlock-<first 16 hex digits of the session id>`.
+fn cgroup_name(plan: &SandboxPlan) -> String {
+    let short: String = plan.session_id.chars().take(16).collect();
+    format!("airlock-{short}")
 }
 
 /// Binds the session proxy's socket (before the clone, so init can mount
@@ -276,6 +303,8 @@ fn read_all(fd: OwnedFd) -> String {
 fn parse_setup_error(text: &str) -> SetupError {
     const LAYERS: &[&str] = &[
         "namespaces",
+        "cgroup",
+        "rlimits",
         "mounts",
         "network",
         "identity",
@@ -297,7 +326,12 @@ fn parse_setup_error(text: &str) -> SetupError {
 }
 
 /// Waits for init, forwarding signals and enforcing the deadline.
-fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
+fn wait(
+    child: Pid,
+    sfd: &SignalFd,
+    deadline: Option<Instant>,
+    cgroup: &cgroup::Session,
+) -> Outcome {
     loop {
         if let Some(code) = exited(child) {
             return Outcome::Exited(code);
@@ -307,6 +341,7 @@ fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    cgroup.kill_all();
                     let _ = kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
                     return Outcome::TimedOut;

@@ -103,6 +103,11 @@ pub struct RawLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<u64>")]
     pub nofile: Option<Spanned<u64>>,
+    /// Largest file a process may write (`RLIMIT_FSIZE`), e.g. `"2G"`;
+    /// beyond it the write fails with EFBIG (and SIGXFSZ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub fsize: Option<Spanned<String>>,
     /// Size of the private `/tmp`, e.g. `"512M"` (default 1G).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
@@ -111,6 +116,12 @@ pub struct RawLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
+    /// Run anyway when this host cannot enforce `memory`, `pids` or `cpu`
+    /// (no usable cgroup controller): a warning instead of an error.
+    /// Default false: a limit that cannot be applied stops the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<bool>")]
+    pub best_effort: Option<Spanned<bool>>,
 }
 
 /// `[env]`.

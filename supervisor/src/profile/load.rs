@@ -415,6 +415,13 @@ impl Validator<'_> {
                 l.nofile = Some(self.entry(n.span().start, *n.get_ref()));
             }
         }
+        if let Some(f) = raw.fsize {
+            match parse_size(f.get_ref()) {
+                Ok(b) if b >= 1 << 20 => l.fsize = Some(self.entry(f.span().start, b)),
+                Ok(_) => self.error(f.span().start, "limits.fsize: at least 1M"),
+                Err(e) => self.error(f.span().start, &format!("limits.fsize: {e}")),
+            }
+        }
         if let Some(t) = raw.tmp_size {
             match parse_size(t.get_ref()) {
                 Ok(b) if b >= 1 << 20 => l.tmp_size = Some(self.entry(t.span().start, b)),
@@ -427,6 +434,9 @@ impl Validator<'_> {
                 Ok(d) => l.timeout = Some(self.entry(t.span().start, d)),
                 Err(e) => self.error(t.span().start, &format!("limits.timeout: {e}")),
             }
+        }
+        if let Some(b) = raw.best_effort {
+            l.best_effort = Some(self.entry(b.span().start, *b.get_ref()));
         }
     }
 }

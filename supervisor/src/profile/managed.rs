@@ -232,6 +232,7 @@ pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(
     let num = |n: &u64| n.to_string();
     ceiling!(memory, size);
     ceiling!(tmp_size, size);
+    ceiling!(fsize, size);
     ceiling!(pids, num);
     ceiling!(nofile, num);
     ceiling!(cpu, |c: &f64| c.to_string());
@@ -262,7 +263,14 @@ pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(
     macro_rules! keep_lower {
         ($($f:ident),*) => { $( if limits_before.$f.is_some() { l.$f = limits_before.$f.clone(); } )* };
     }
-    keep_lower!(memory, pids, cpu, nofile, tmp_size, timeout);
+    keep_lower!(memory, pids, cpu, nofile, fsize, tmp_size, timeout);
+    // A managed cgroup limit is enforced: only the managed policy itself
+    // may make it best-effort.
+    let managed_cgroup =
+        m.limits.memory.is_some() || m.limits.pids.is_some() || m.limits.cpu.is_some();
+    if managed_cgroup && !m.limits.best_effort.as_ref().is_some_and(|b| b.value) {
+        l.best_effort = None;
+    }
     // The managed ports are a ceiling: explicit ports (checked above) stay.
     if ports_before.is_some() {
         eff.rules.ports = ports_before;

@@ -49,10 +49,14 @@ pub struct Limits {
     pub cpu: Option<Entry<f64>>,
     /// Open files per process.
     pub nofile: Option<Entry<u64>>,
+    /// Largest file a process may write, in bytes.
+    pub fsize: Option<Entry<u64>>,
     /// Bytes of the private `/tmp`.
     pub tmp_size: Option<Entry<u64>>,
     /// Wall-clock limit.
     pub timeout: Option<Entry<Duration>>,
+    /// cgroup limits this host cannot enforce are skipped with a warning.
+    pub best_effort: Option<Entry<bool>>,
 }
 
 /// What one layer, or the merged policy, grants and denies.
@@ -178,7 +182,16 @@ pub fn apply(acc: &mut Rules, layer: &Rules) -> Result<(), Vec<String>> {
     macro_rules! over {
         ($($f:ident),*) => { $( if n.$f.is_some() { l.$f = n.$f.clone(); } )* };
     }
-    over!(memory, pids, cpu, nofile, tmp_size, timeout);
+    over!(
+        memory,
+        pids,
+        cpu,
+        nofile,
+        fsize,
+        tmp_size,
+        timeout,
+        best_effort
+    );
     if errors.is_empty() {
         Ok(())
     } else {
@@ -395,11 +408,17 @@ impl Effective {
         if let Some(n) = &l.nofile {
             limits.insert("nofile".into(), json!(n.value));
         }
+        if let Some(f) = &l.fsize {
+            limits.insert("fsize".into(), json!(format_size(f.value)));
+        }
         if let Some(t) = &l.tmp_size {
             limits.insert("tmp_size".into(), json!(format_size(t.value)));
         }
         if let Some(t) = &l.timeout {
             limits.insert("timeout".into(), json!(format_duration(t.value)));
+        }
+        if let Some(b) = &l.best_effort {
+            limits.insert("best_effort".into(), json!(b.value));
         }
         let mut set = Map::new();
         for s in &r.env_set {

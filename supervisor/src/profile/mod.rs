@@ -129,8 +129,10 @@ pub fn to_policy(eff: &Effective, vars: &PathVars) -> Policy {
             pids: l.pids.as_ref().map(|e| e.value),
             cpu_millis: l.cpu.as_ref().map(|e| (e.value * 1000.0).round() as u64),
             nofile: l.nofile.as_ref().map(|e| e.value),
+            fsize: l.fsize.as_ref().map(|e| e.value),
             tmp_size: l.tmp_size.as_ref().map(|e| e.value),
             timeout: l.timeout.as_ref().map(|e| e.value),
+            best_effort: l.best_effort.as_ref().is_some_and(|e| e.value),
         },
         hash: eff.hash(),
         sources: eff

@@ -1,0 +1,519 @@
+//! `sandbox selftest`: the escape battery, run from inside a real sandbox on
+//! this host. `sandbox` copies itself into a scratch workspace and runs
+//! `sandbox run -- ./airlock-probe __probe NAME...` (the prober in
+//! `probes.rs`), then compares each observed outcome with the expected one.
+//! Users run it on their hosts and container platforms before trusting
+//! them; CI runs it too.
+//!
+//! No probe can pass vacuously: debug builds honour
+//! `AIRLOCK_TEST_WEAKEN=seccomp|landlock|rlimits|cgroup`, which turns that
+//! layer off, and the tests assert that the battery then fails.
+
+use std::net::{TcpListener, UdpSocket};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use serde_json::json;
+
+/// Debug builds only: is `layer` turned off by `AIRLOCK_TEST_WEAKEN`
+/// (comma-separated)? Always false in release builds.
+pub fn weakened(layer: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("AIRLOCK_TEST_WEAKEN").is_ok_and(|v| v.split(',').any(|l| l == layer))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = layer;
+        false
+    }
+}
+
+/// What an outcome must look like.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// Any errno, or killed by seccomp.
+    Refused,
+    /// Exactly this errno (`errno=NAME` or `errno=NAME after=N`).
+    Errno(&'static str),
+    /// Exactly this text.
+    Text(String),
+    /// `errno=NAME after=N` with N at most the bound.
+    ErrnoWithin(&'static str, u64),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Capabilities all zero, NoNewPrivs set, seccomp filtering.
+    Deprivileged,
+}
+
+impl Expect {
+    fn describe(&self) -> String {
+        match self {
+            Expect::Refused => "refused".into(),
+            Expect::Errno(e) => e.to_string(),
+            Expect::Text(t) => t.clone(),
+            Expect::ErrnoWithin(e, n) => format!("{e} within {n}"),
+            Expect::Signal(s) => format!("killed-by-signal={s}"),
+            Expect::Deprivileged => "no caps, nnp, seccomp".into(),
+        }
+    }
+
+    fn matches(&self, observed: &str) -> bool {
+        let errno = observed.strip_prefix("errno=").map(|r| {
+            let mut it = r.split(' ');
+            (
+                it.next().unwrap_or(""),
+                it.next()
+                    .and_then(|a| a.strip_prefix("after="))
+                    .and_then(|n| n.parse::<u64>().ok()),
+            )
+        });
+        match self {
+            Expect::Refused => errno.is_some() || observed.starts_with("killed-by-signal="),
+            Expect::Errno(want) => errno.is_some_and(|(e, _)| e == *want),
+            Expect::Text(t) => observed == t,
+            Expect::ErrnoWithin(want, max) => {
+                errno.is_some_and(|(e, n)| e == *want && n.is_some_and(|n| n <= *max))
+            }
+            Expect::Signal(s) => observed == format!("killed-by-signal={s}"),
+            Expect::Deprivileged => {
+                let zero = |f: &str| {
+                    observed
+                        .split_whitespace()
+                        .skip_while(|w| *w != f)
+                        .nth(1)
+                        .is_some_and(|v| v.chars().all(|c| c == '0'))
+                };
+                ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"]
+                    .iter()
+                    .all(|f| zero(f))
+                    && observed.contains("NoNewPrivs: 1")
+                    && observed.contains("Seccomp: 2")
+            }
+        }
+    }
+}
+
+/// One row of the battery.
+struct Check {
+    area: &'static str,
+    probe: String,
+    expect: Expect,
+}
+
+fn check(area: &'static str, probe: impl Into<String>, expect: Expect) -> Check {
+    Check {
+        area,
+        probe: probe.into(),
+        expect,
+    }
+}
+
+/// One result.
+struct Row {
+    area: &'static str,
+    probe: String,
+    expected: String,
+    observed: String,
+    pass: bool,
+}
+
+/// Host-side things the battery points at: a canary file and a pathname
+/// socket outside every grant, a TCP and UDP port and an abstract socket on
+/// the host's loopback. Removed on drop.
+struct Bait {
+    dir: PathBuf,
+    _tcp: TcpListener,
+    tcp_port: u16,
+    _udp: UdpSocket,
+    udp_port: u16,
+    _abstract: UnixListener,
+    abstract_name: String,
+    _path_socket: UnixListener,
+}
+
+impl Bait {
+    fn plant(token: &str) -> Result<Self, String> {
+        let dir = PathBuf::from(format!("/var/tmp/airlock-selftest-{token}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        std::fs::write(dir.join("canary"), token).map_err(|e| format!("canary: {e}"))?;
+        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("tcp: {e}"))?;
+        let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp: {e}"))?;
+        let abstract_name = format!("airlock-selftest-{token}");
+        let addr = SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .map_err(|e| format!("abstract: {e}"))?;
+        let abstract_socket =
+            UnixListener::bind_addr(&addr).map_err(|e| format!("abstract: {e}"))?;
+        let path_socket =
+            UnixListener::bind(dir.join("host.sock")).map_err(|e| format!("socket: {e}"))?;
+        Ok(Self {
+            tcp_port: tcp.local_addr().map(|a| a.port()).unwrap_or(0),
+            udp_port: udp.local_addr().map(|a| a.port()).unwrap_or(0),
+            dir,
+            _tcp: tcp,
+            _udp: udp,
+            _abstract: abstract_socket,
+            abstract_name,
+            _path_socket: path_socket,
+        })
+    }
+}
+
+impl Drop for Bait {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The environment variable planted in the supervisor's environment; it
+/// must not reach the agent.
+const ENV_CANARY: &str = "AIRLOCK_SELFTEST_CANARY";
+
+fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
+    use Expect::*;
+    let w = |rel: &str| format!("write-file={}", ws.join(rel).display());
+    let mut b = vec![
+        // Filesystem.
+        check("filesystem", "write-file=/etc/airlock-selftest", Refused),
+        check("filesystem", "write-file=/usr/airlock-selftest", Refused),
+        check(
+            "filesystem",
+            format!("read-file={}", bait.dir.join("canary").display()),
+            Refused,
+        ),
+        check("filesystem", w(".git/hooks/pre-commit"), Refused),
+        check("filesystem", w(".git/config"), Refused),
+        check("filesystem", w(".bashrc"), Refused),
+        check("filesystem", w(".envrc"), Refused),
+        check("filesystem", w(".vscode/tasks.json"), Refused),
+        check("filesystem", "write-file=/proc/self/exe", Refused),
+        check("filesystem", "write-file=/proc/1/exe", Refused),
+        check("filesystem", "read-file=/proc/1/root/etc/hostname", Refused),
+        check(
+            "filesystem",
+            "write-file=/proc/sys/kernel/hostname",
+            Refused,
+        ),
+        check("filesystem", "write-file=/proc/sysrq-trigger", Refused),
+        check(
+            "filesystem",
+            "write-file=/sys/kernel/uevent_helper",
+            Refused,
+        ),
+        check("filesystem", "mount-tmpfs", Refused),
+        check("filesystem", "fsopen", Refused),
+        check("filesystem", "open-tree", Refused),
+        check("filesystem", "open-by-handle-at", Refused),
+        check("filesystem", "mknod=/tmp/airlock-selftest-node", Refused),
+        // Privilege.
+        check("privilege", "caps", Deprivileged),
+        check("privilege", "unshare-user", Refused),
+        check("privilege", "clone-newuser", Refused),
+        check("privilege", "clone3", Errno("ENOSYS")),
+        check("privilege", "setns", Refused),
+        // Kernel surface.
+        check("kernel", "bpf", Refused),
+        check("kernel", "perf-event-open", Refused),
+        check("kernel", "userfaultfd", Refused),
+        check("kernel", "io-uring-setup", Refused),
+        check("kernel", "keyctl", Refused),
+        check("kernel", "add-key", Refused),
+        check("kernel", "init-module", Refused),
+        check("kernel", "kexec-load", Refused),
+        check("kernel", "personality-read-implies-exec", Refused),
+        check("kernel", "x32-getpid", Refused),
+        check("kernel", "int80-getpid", Refused),
+        // Processes.
+        check("processes", "ptrace-attach-1", Refused),
+        check("processes", "process-vm-readv-1", Refused),
+        check("processes", "proc-1-mem", Refused),
+        check("processes", "signal-init", Refused),
+        check(
+            "processes",
+            format!("getenv={ENV_CANARY}"),
+            Text("absent".into()),
+        ),
+        // Network.
+        check("network", "socket-packet", Refused),
+        check("network", "socket-vsock", Refused),
+        check(
+            "network",
+            format!("tcp-connect=127.0.0.1:{}", bait.tcp_port),
+            Refused,
+        ),
+        check(
+            "network",
+            format!("tcp-connect=[::1]:{}", bait.tcp_port),
+            Refused,
+        ),
+        check(
+            "network",
+            format!("udp-send=127.0.0.1:{}", bait.udp_port),
+            Refused,
+        ),
+        check(
+            "network",
+            format!("abstract-connect={}", bait.abstract_name),
+            Refused,
+        ),
+        check(
+            "network",
+            format!("read-file={}", bait.dir.join("host.sock").display()),
+            Refused,
+        ),
+        // Resources.
+        check("resources", "fork-bomb", ErrnoWithin("EAGAIN", 64)),
+        check("resources", "fd-exhaust", ErrnoWithin("EMFILE", 128)),
+        check("resources", "tmp-fill", Errno("ENOSPC")),
+        check("resources", "core-limit", Text("0/0".into())),
+        check("resources", "mount-cgroup", Refused),
+        // Lifecycle: checked on the host after the run.
+        check("lifecycle", format!("daemon={marker}"), Text("ok".into())),
+    ];
+    if tty {
+        for p in ["tiocsti", "tiocsti-high-bits", "tioclinux"] {
+            b.push(check("kernel", p, Refused));
+        }
+    }
+    b
+}
+
+/// Runs the battery; prints the table (or JSON); exit 1 on any failure.
+pub fn main(json_out: bool) -> ExitCode {
+    match run(json_out) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("sandbox: selftest: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(json_out: bool) -> Result<bool, String> {
+    let token: String = egress_proxy::new_session_id().chars().take(16).collect();
+    let root = nix::unistd::geteuid().is_root();
+    let scratch = std::env::temp_dir().join(format!("airlock-selftest-{token}"));
+    let ws = scratch.join("ws");
+    std::fs::create_dir_all(&ws).map_err(|e| format!("create {}: {e}", ws.display()))?;
+    let _cleanup = RemoveDir(scratch.clone());
+    let _ = std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755));
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let prober = ws.join("airlock-probe");
+    std::fs::copy(&exe, &prober).map_err(|e| format!("copy {}: {e}", exe.display()))?;
+    let _ = std::fs::set_permissions(&prober, std::fs::Permissions::from_mode(0o755));
+    if root {
+        let id = crate::plan::DEFAULT_UNPRIVILEGED_ID;
+        std::os::unix::fs::chown(&ws, Some(id), Some(id)).map_err(|e| format!("chown: {e}"))?;
+    }
+    let profile = scratch.join("selftest.toml");
+    // As an ordinary user the cgroup limits may not be enforceable: run
+    // anyway, and let the resource rows say so.
+    std::fs::write(
+        &profile,
+        format!(
+            "[limits]\npids = 48\nmemory = \"256M\"\nnofile = 96\ntmp_size = \"16M\"\n\
+             timeout = \"120s\"\nbest_effort = {}\n",
+            !root
+        ),
+    )
+    .map_err(|e| format!("write profile: {e}"))?;
+    let bait = Bait::plant(&token)?;
+    let marker = format!(
+        "4259.{}",
+        &token
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    );
+    let marker = if marker.ends_with('.') {
+        format!("{marker}1")
+    } else {
+        marker
+    };
+    // SAFETY: isatty only inspects fd 0.
+    let tty = unsafe { libc::isatty(0) } == 1;
+    let checks = battery(&ws, &bait, &marker, tty);
+
+    let sandbox_run = |names: &[&str]| -> Result<(Option<i32>, String), String> {
+        let out = Command::new(&exe)
+            .arg("run")
+            .arg("--workspace")
+            .arg(&ws)
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--audit-log")
+            .arg(scratch.join("audit.jsonl"))
+            .arg("--")
+            .arg(&prober)
+            .arg("__probe")
+            .args(names)
+            .env(ENV_CANARY, &token)
+            .current_dir(&ws)
+            .stdin(if tty { Stdio::inherit() } else { Stdio::null() })
+            .output()
+            .map_err(|e| format!("start sandbox run: {e}"))?;
+        if out.status.code() == Some(125) {
+            return Err(format!(
+                "the sandbox could not start: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into(),
+        ))
+    };
+    let names: Vec<&str> = checks.iter().map(|c| c.probe.as_str()).collect();
+    let (_, text) = sandbox_run(&names)?;
+    let mut rows: Vec<Row> = checks
+        .iter()
+        .map(|c| {
+            let observed = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{}: ", c.probe)))
+                .unwrap_or("(no result)")
+                .to_string();
+            Row {
+                area: c.area,
+                probe: c.probe.clone(),
+                expected: c.expect.describe(),
+                pass: c.expect.matches(&observed),
+                observed,
+            }
+        })
+        .collect();
+    // The daemon must be gone now that the sandbox has exited.
+    let survivors = processes_with(&marker);
+    rows.push(Row {
+        area: "lifecycle",
+        probe: "setsid SIGTERM-ignoring daemon after exit".into(),
+        expected: "gone".into(),
+        observed: if survivors.is_empty() {
+            "gone".into()
+        } else {
+            format!("alive: pids {survivors:?}")
+        },
+        pass: survivors.is_empty(),
+    });
+    for pid in survivors {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    // The memory hog runs alone: on cgroup v2 the OOM kill takes the whole
+    // sandbox (memory.oom.group), on v1 only the hog.
+    let (code, text) = sandbox_run(&["mem-hog"])?;
+    let observed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mem-hog: "))
+        .map(String::from)
+        .unwrap_or_else(|| match code {
+            Some(137) => "killed-by-signal=9".into(),
+            other => format!("sandbox exited {other:?}"),
+        });
+    rows.push(Row {
+        area: "resources",
+        probe: "mem-hog".into(),
+        expected: Expect::Signal(9).describe(),
+        pass: Expect::Signal(9).matches(&observed),
+        observed,
+    });
+
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let abi = crate::landlock::kernel_abi();
+    if json_out {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({"area": r.area, "probe": r.probe, "expected": r.expected,
+                       "observed": r.observed, "pass": r.pass})
+            })
+            .collect();
+        let report = json!({
+            "kernel": kernel,
+            "landlock_abi": abi,
+            "passed": rows.len() - failed,
+            "failed": failed,
+            "results": results,
+        });
+        println!("{report:#}");
+    } else {
+        println!(
+            "{:<10} {:<52} {:<22} {:<30} result",
+            "area", "probe", "expected", "observed"
+        );
+        for r in &rows {
+            println!(
+                "{:<10} {:<52} {:<22} {:<30} {}",
+                r.area,
+                r.probe,
+                r.expected,
+                r.observed,
+                if r.pass { "pass" } else { "FAIL" }
+            );
+        }
+        println!(
+            "\nLinux {kernel}, Landlock ABI {abi}: {} passed, {failed} failed",
+            rows.len() - failed
+        );
+    }
+    Ok(failed == 0)
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Host pids whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_match_only_their_outcome() {
+        assert!(Expect::Refused.matches("errno=EPERM"));
+        assert!(Expect::Refused.matches("killed-by-signal=31"));
+        assert!(!Expect::Refused.matches("ok"));
+        assert!(Expect::Errno("ENOSYS").matches("errno=ENOSYS"));
+        assert!(!Expect::Errno("ENOSYS").matches("errno=EPERM"));
+        assert!(Expect::ErrnoWithin("EMFILE", 128).matches("errno=EMFILE after=93"));
+        assert!(!Expect::ErrnoWithin("EMFILE", 128).matches("errno=EMFILE after=1021"));
+        assert!(!Expect::ErrnoWithin("EAGAIN", 64).matches("no-limit-within=1024"));
+        assert!(Expect::Signal(9).matches("killed-by-signal=9"));
+        assert!(!Expect::Signal(9).matches("ok"));
+    }
+
+    #[test]
+    fn deprivileged_means_every_capability_set_empty() {
+        let good = "CapInh: 0000000000000000 CapPrm: 0000000000000000 CapEff: 0000000000000000 \
+                    CapBnd: 0000000000000000 CapAmb: 0000000000000000 NoNewPrivs: 1 Seccomp: 2";
+        assert!(Expect::Deprivileged.matches(good));
+        let bnd = good.replace("CapBnd: 0000000000000000", "CapBnd: 000001ffffffffff");
+        assert!(!Expect::Deprivileged.matches(&bnd));
+        assert!(!Expect::Deprivileged.matches(&good.replace("NoNewPrivs: 1", "NoNewPrivs: 0")));
+    }
+}
