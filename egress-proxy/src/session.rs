@@ -11,6 +11,16 @@ use tokio::sync::watch;
 
 use crate::proxy::Proxy;
 
+/// Records that the proxy could not serve (the sandbox then has no way
+/// out: the relay's connections fail), and says so on stderr.
+fn proxy_error(proxy: &Proxy, message: &str) {
+    eprintln!("airlock: egress proxy: {message}");
+    proxy.audit.record_value(serde_json::json!({
+        "event": { "kind": "alert", "category": ["network"], "type": ["error"], "action": "proxy.error", "outcome": "failure" },
+        "error": { "message": message },
+    }));
+}
+
 /// A running session proxy; stop it with [`SessionProxy::stop`].
 #[derive(Debug)]
 pub struct SessionProxy {
@@ -37,14 +47,14 @@ impl SessionProxy {
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        eprintln!("egress-proxy: cannot start: {e}");
+                        proxy_error(&proxy, &format!("cannot start the proxy runtime: {e}"));
                         return;
                     }
                 };
                 runtime.block_on(async move {
                     match tokio::net::UnixListener::from_std(listener) {
                         Ok(l) => proxy.serve(l, rx, Duration::from_secs(2)).await,
-                        Err(e) => eprintln!("egress-proxy: cannot listen: {e}"),
+                        Err(e) => proxy_error(&proxy, &format!("cannot listen: {e}")),
                     }
                 });
                 runtime.shutdown_timeout(Duration::from_millis(100));

@@ -28,6 +28,8 @@ pub struct AuditRequest {
     pub sign_key: Option<PathBuf>,
     /// `--audit-best-effort`.
     pub best_effort: bool,
+    /// `--audit-fsync-interval`.
+    pub fsync_interval: Option<Duration>,
 }
 
 /// Where and how the session is recorded.
@@ -41,9 +43,11 @@ pub struct AuditPlan {
     pub sign_key: Option<PathBuf>,
     /// Keep running if the sink fails.
     pub best_effort: bool,
+    /// How often the file is flushed to disk besides session end.
+    pub fsync_interval: Duration,
 }
 
-/// How often the file is flushed to disk besides session end.
+/// How often the file is flushed to disk besides session end, by default.
 const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Plans the audit sink from the flags.
@@ -73,6 +77,7 @@ pub fn plan(req: &AuditRequest, host: &Host) -> Result<AuditPlan, SetupError> {
         format,
         sign_key: req.sign_key.clone(),
         best_effort: req.best_effort,
+        fsync_interval: req.fsync_interval.unwrap_or(FSYNC_INTERVAL),
     })
 }
 
@@ -111,7 +116,7 @@ pub fn open(plan: &SandboxPlan) -> Result<SessionAudit, SetupError> {
     let options = Options {
         format: a.format,
         best_effort: a.best_effort,
-        fsync_interval: Some(FSYNC_INTERVAL),
+        fsync_interval: Some(a.fsync_interval),
         policy_hash: Some(plan.policy_hash.clone()),
     };
     let log = AuditLog::open_with(&a.sink, &plan.session_id, options).map_err(|e| {

@@ -227,6 +227,10 @@ pub struct RunArgs {
     /// connections).
     #[arg(long)]
     pub audit_best_effort: bool,
+    /// Flush the audit file to disk at least this often (besides session
+    /// end), e.g. 1s, 500ms [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub audit_fsync_interval: Option<Duration>,
     /// Also trust this CA (PEM) for the proxy's own TLS to upstreams
     /// (private CAs; repeatable).
     #[arg(long, value_name = "FILE")]

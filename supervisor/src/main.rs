@@ -101,6 +101,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             format: args.audit_format,
             sign_key: args.audit_sign_key,
             best_effort: args.audit_best_effort,
+            fsync_interval: args.audit_fsync_interval,
         },
     };
     let result = plan::Host::current()

@@ -109,6 +109,21 @@ fn memory_hog_is_oom_killed_inside_the_group() {
     );
     out.assert_code(137, "the hog is killed by the OOM killer (SIGKILL)");
     assert!(!out.stdout.contains("survived"), "{out}");
+    // The session-end audit event says which limit was hit, and what the
+    // session used.
+    let log = std::fs::read_to_string(sb.audit_log()).expect("audit log");
+    let end: serde_json::Value = log
+        .lines()
+        .filter(|l| l.contains("\"action\":\"session.end\""))
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("a session.end event");
+    let resources = &end["airlock"]["resources"];
+    assert_eq!(resources["limit_hit"], "memory", "{end}");
+    assert!(
+        resources["peak_memory_bytes"].as_u64().unwrap_or(0) > 32 << 20,
+        "{end}"
+    );
     // Under the limit the same program runs.
     let out = sb.run_with(
         &["--profile", &p],
