@@ -114,8 +114,7 @@ fn memory_hog_is_oom_killed_inside_the_group() {
     let log = std::fs::read_to_string(sb.audit_log()).expect("audit log");
     let end: serde_json::Value = log
         .lines()
-        .filter(|l| l.contains("\"action\":\"session.end\""))
-        .last()
+        .rfind(|l| l.contains("\"action\":\"session.end\""))
         .and_then(|l| serde_json::from_str(l).ok())
         .expect("a session.end event");
     let resources = &end["airlock"]["resources"];
