@@ -253,7 +253,7 @@ async fn main() {
         Some(interception),
     );
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(proxy.serve(listener, rx, Duration::from_millis(100)));
+    tokio::spawn(proxy.serve(listener, Vec::new(), rx, Duration::from_millis(100)));
 
     let env = Arc::new(Env {
         upstream_port: port,

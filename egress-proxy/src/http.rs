@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::audit::Event;
+use crate::client::Client;
 use crate::decide::{decide_target, Decision};
 use crate::gate::{self, Refusal};
 use crate::inspect::{find_leak, head_bytes, read_ahead};
@@ -28,7 +29,6 @@ use crate::name::{parse_host, Host};
 use crate::proxy::ConnCtx;
 use crate::splice;
 use crate::tunnel;
-use tokio::net::UnixStream;
 
 /// The body type every response and upstream request uses.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -213,7 +213,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
             Ok(upgraded) => {
                 // Our own socket underneath: splice, zero-copy. Anything
                 // else (a wrapped stream in tests): copy.
-                match upgraded.downcast::<TokioIo<Metered<UnixStream>>>() {
+                match upgraded.downcast::<TokioIo<Metered<Client>>>() {
                     Ok(parts) => {
                         let client = parts.io.into_inner().into_inner();
                         event.error = splice::run(

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod ca;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod decide;

@@ -183,7 +183,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             let _ = tx.send(true);
         });
         eprintln!("egress-proxy: listening on {}", path.display());
-        proxy.serve(listener, rx, Duration::from_secs(5)).await;
+        proxy.serve(listener, Vec::new(), rx, Duration::from_secs(5)).await;
         audit.record_value(serde_json::json!({
             "event": { "kind": "event", "category": ["process", "session"], "type": ["end"], "action": "session.end", "outcome": "success" },
         }));

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use crate::client::Client;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{AuditLog, Event, Peer};
@@ -105,17 +107,46 @@ impl Proxy {
 
     /// Accepts connections until `shutdown` turns true, then waits up to
     /// `grace` for open connections to finish (they are told to stop).
+    /// `tcp` are listening sockets inside a sandbox's network namespace,
+    /// each with the identity of the sandbox it belongs to (TCP carries no
+    /// peer credentials).
     pub async fn serve(
         self: Arc<Self>,
         listener: UnixListener,
+        tcp: Vec<(TcpListener, Peer)>,
         shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) {
         let mut ended = shutdown.clone();
+        for (l, peer) in tcp {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        accepted = l.accept() => match accepted {
+                            Ok((stream, _)) => {
+                                let _ = stream.set_nodelay(true);
+                                me.clone().admit(Client::Tcp(stream), peer, shutdown.clone())
+                            }
+                            Err(e) => {
+                                tracing_lite(&format!("accept: {e}"));
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        },
+                        _ = crate::until_ended(&mut stop) => break,
+                    }
+                }
+            });
+        }
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.clone().admit(stream, shutdown.clone()),
+                    Ok((stream, _)) => {
+                        let peer = peer_of(&stream);
+                        self.clone().admit(Client::Unix(stream), peer, shutdown.clone())
+                    }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing_lite(&format!("accept: {e}"));
@@ -132,8 +163,7 @@ impl Proxy {
         // line (the supervisor's session.end, the sidecar's shutdown).
     }
 
-    fn admit(self: Arc<Self>, stream: UnixStream, shutdown: watch::Receiver<bool>) {
-        let peer = peer_of(&stream);
+    fn admit(self: Arc<Self>, stream: Client, peer: Peer, shutdown: watch::Receiver<bool>) {
         if !self.audit.healthy() {
             // No record, no traffic: a failed audit sink closes the door.
             tokio::spawn(async move {
@@ -191,9 +221,9 @@ impl Proxy {
 }
 
 /// Peeks at the first byte without consuming it.
-async fn first_byte(stream: &UnixStream) -> Option<u8> {
+async fn first_byte(stream: &Client) -> Option<u8> {
     loop {
-        stream.readable().await.ok()?;
+        stream.ready(tokio::io::Interest::READABLE).await.ok()?;
         let mut b = [0u8; 1];
         let res = stream.try_io(tokio::io::Interest::READABLE, || {
             // SAFETY: recv into a valid 1-byte buffer on a socket we own.

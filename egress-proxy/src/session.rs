@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::audit::Peer;
 use crate::proxy::Proxy;
 
 /// Records that the proxy could not serve (the sandbox then has no way
@@ -31,8 +32,17 @@ pub struct SessionProxy {
 impl SessionProxy {
     /// Serves `listener` (already bound, so the socket exists before the
     /// sandbox starts) on a new thread.
-    pub fn start(listener: StdUnixListener, proxy: Arc<Proxy>) -> std::io::Result<Self> {
+    /// `tcp` are listening sockets bound inside the sandbox's network
+    /// namespace (by init), served directly with the agent's identity.
+    pub fn start(
+        listener: StdUnixListener,
+        tcp: Vec<(std::net::TcpListener, Peer)>,
+        proxy: Arc<Proxy>,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
+        for (l, _) in &tcp {
+            l.set_nonblocking(true)?;
+        }
         let (tx, rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("egress-proxy".into())
@@ -52,8 +62,14 @@ impl SessionProxy {
                     }
                 };
                 runtime.block_on(async move {
+                    let tcp: Vec<_> = tcp
+                        .into_iter()
+                        .filter_map(|(l, p)| {
+                            tokio::net::TcpListener::from_std(l).ok().map(|l| (l, p))
+                        })
+                        .collect();
                     match tokio::net::UnixListener::from_std(listener) {
-                        Ok(l) => proxy.serve(l, rx, Duration::from_secs(2)).await,
+                        Ok(l) => proxy.serve(l, tcp, rx, Duration::from_secs(2)).await,
                         Err(e) => proxy_error(&proxy, &format!("cannot listen: {e}")),
                     }
                 });

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::client::Client;
 use crate::gate;
 use crate::meter::Metered;
 use crate::proxy::ConnCtx;
 use crate::splice;
-use tokio::net::UnixStream;
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
@@ -31,7 +31,7 @@ struct Request {
 }
 
 /// Serves one SOCKS5 client connection.
-pub async fn serve(mut stream: Metered<UnixStream>, ctx: Arc<ConnCtx>) {
+pub async fn serve(mut stream: Metered<Client>, ctx: Arc<ConnCtx>) {
     let started = Instant::now();
     let mut event = ctx.event("connection", "socks5");
     let handshake = tokio::time::timeout(ctx.proxy.limits.header_timeout, handshake(&mut stream));

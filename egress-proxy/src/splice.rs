@@ -12,7 +12,9 @@ use std::sync::Arc;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::socket::{shutdown, Shutdown};
 use tokio::io::Interest;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use crate::client::Client;
 use tokio::sync::watch;
 
 use crate::limits::Limits;
@@ -23,28 +25,28 @@ const PIPE_SIZE: i32 = 1 << 20;
 
 #[derive(Clone, Copy)]
 enum Sock<'a> {
-    Unix(&'a UnixStream),
+    Client(&'a Client),
     Tcp(&'a TcpStream),
 }
 
 impl Sock<'_> {
     fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Sock::Unix(s) => s.as_fd(),
+            Sock::Client(s) => s.as_fd(),
             Sock::Tcp(s) => s.as_fd(),
         }
     }
 
     async fn ready(&self, interest: Interest) -> io::Result<()> {
         match self {
-            Sock::Unix(s) => s.ready(interest).await.map(drop),
+            Sock::Client(s) => s.ready(interest).await,
             Sock::Tcp(s) => s.ready(interest).await.map(drop),
         }
     }
 
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         match self {
-            Sock::Unix(s) => s.try_io(interest, f),
+            Sock::Client(s) => s.try_io(interest, f),
             Sock::Tcp(s) => s.try_io(interest, f),
         }
     }
@@ -148,7 +150,7 @@ async fn copy(src: Sock<'_>, dst: Sock<'_>, meter: &Meter, upward: bool) -> io::
 fn dst_raw(s: Sock<'_>) -> std::os::fd::RawFd {
     use std::os::fd::AsRawFd;
     match s {
-        Sock::Unix(u) => u.as_raw_fd(),
+        Sock::Client(c) => c.as_raw_fd(),
         Sock::Tcp(t) => t.as_raw_fd(),
     }
 }
@@ -157,7 +159,7 @@ fn dst_raw(s: Sock<'_>) -> std::os::fd::RawFd {
 /// bound is hit; `prefix` (bytes the client already sent) goes upstream
 /// first. Returns why it ended early, if it did.
 pub async fn run(
-    client: UnixStream,
+    client: Client,
     prefix: &[u8],
     mut upstream: TcpStream,
     meter: Arc<Meter>,
@@ -171,10 +173,18 @@ pub async fn run(
         }
         meter.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
     }
-    let c = Sock::Unix(&client);
+    let c = Sock::Client(&client);
     let u = Sock::Tcp(&upstream);
     let both = async {
-        let (a, b) = tokio::join!(pump(c, u, &meter, true), copy(u, c, &meter, false));
+        let down = async {
+            match &client {
+                // TCP takes spliced pages whole; a Unix socket would get
+                // one small buffer per page (see `copy`).
+                Client::Tcp(_) => pump(u, c, &meter, false).await,
+                Client::Unix(_) => copy(u, c, &meter, false).await,
+            }
+        };
+        let (a, b) = tokio::join!(pump(c, u, &meter, true), down);
         a.and(b).err().map(|e| e.to_string())
     };
     tokio::select! {

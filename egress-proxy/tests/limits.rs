@@ -36,7 +36,7 @@ fn start(policy: &str, limits: Limits) -> Running {
     let policy = NetworkPolicy::from_toml(policy).expect("policy");
     let proxy = Proxy::new(policy, limits, AuditLog::discard("test"));
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(Arc::clone(&proxy).serve(listener, rx, Duration::from_millis(100)));
+    tokio::spawn(Arc::clone(&proxy).serve(listener, Vec::new(), rx, Duration::from_millis(100)));
     Running {
         socket,
         _stop: tx,

@@ -37,12 +37,19 @@ pub struct Channels {
     /// Setup errors go here; closed (EOF for the supervisor) once the agent
     /// has exec'd.
     pub errors: OwnedFd,
+    /// Where the proxy ports go when the session proxy serves them itself
+    /// (see `handoff.rs`); absent with a sidecar, when init relays them.
+    pub handoff: Option<OwnedFd>,
 }
 
 /// Runs as PID 1 in the new namespaces and never returns.
 pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
-    let Channels { go, errors } = channels;
-    let code = match setup(plan, new_root, &go) {
+    let Channels {
+        go,
+        errors,
+        handoff,
+    } = channels;
+    let code = match setup(plan, new_root, &go, handoff) {
         Ok(relay) => match start_agent(plan, errors, relay) {
             Ok((agent, sfd, relay)) => supervise(agent, &sfd, relay),
             Err((e, errors)) => report(&errors, &e),
@@ -60,7 +67,12 @@ pub fn report(errors: &OwnedFd, err: &SetupError) -> i32 {
     SETUP_FAILED
 }
 
-fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<Relay, SetupError> {
+fn setup(
+    plan: &SandboxPlan,
+    new_root: &Path,
+    go: &OwnedFd,
+    handoff: Option<OwnedFd>,
+) -> Result<Relay, SetupError> {
     die_with_supervisor()?;
     let mut byte = [0u8; 1];
     match nix::unistd::read(go, &mut byte) {
@@ -101,11 +113,17 @@ fn setup(plan: &SandboxPlan, new_root: &Path, go: &OwnedFd) -> Result<Relay, Set
         .map_err(|e| SetupError::io("namespaces", "set hostname", e))?;
     mounts::build_root(new_root, &plan.mounts)?;
     network::loopback_up()?;
-    let relay = Relay::bind(
+    let mut relay = Relay::bind(
         &plan.egress.relay_ports,
         &plan.egress.inside_socket,
         relay_capacity(),
     )?;
+    if let Some(channel) = handoff {
+        // The session proxy serves the ports itself: hand them over and
+        // keep no copy.
+        crate::handoff::send(&channel, relay.listeners())?;
+        relay = Relay::none();
+    }
     caps::drop_all()?;
     // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
     nix::sys::prctl::set_dumpable(false)

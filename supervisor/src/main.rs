@@ -14,6 +14,7 @@ mod cli;
 mod doctor;
 mod egress;
 mod error;
+mod handoff;
 mod init;
 mod landlock;
 mod mounts;

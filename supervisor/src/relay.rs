@@ -78,6 +78,22 @@ impl Relay {
         })
     }
 
+    /// A relay with nothing to relay (the session proxy took the ports).
+    pub fn none() -> Self {
+        Self {
+            listeners: Vec::new(),
+            target: PathBuf::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            max_conns: 0,
+        }
+    }
+
+    /// The listening sockets.
+    pub fn listeners(&self) -> &[TcpListener] {
+        &self.listeners
+    }
+
     /// Adds the listeners to `epoll`.
     pub fn register(&self, epoll: &Epoll) -> Result<(), SetupError> {
         for (i, l) in self.listeners.iter().enumerate() {

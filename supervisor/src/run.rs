@@ -110,17 +110,26 @@ fn run_session(
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| SetupError::io("supervisor", "block signals", e))?;
 
+    let (handoff_ours, handoff_init) = match &egress {
+        Some(_) => {
+            let (a, b) = crate::handoff::pair()?;
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
     let child = match namespaces::clone_into_namespaces()? {
         Side::Child => {
             drop(egress);
             drop(go_write);
             drop(err_read);
+            drop(handoff_ours);
             init::run(
                 plan,
                 &session.root(),
                 Channels {
                     go: go_read,
                     errors: err_write,
+                    handoff: handoff_init,
                 },
             )
         }
@@ -128,15 +137,9 @@ fn run_session(
     };
     drop(go_read);
     drop(err_write);
+    drop(handoff_init);
     // From here on, any early return must not leave the child behind.
     let guard = KillOnDrop(child);
-    let session_proxy = match egress {
-        Some((listener, proxy)) => Some(
-            SessionProxy::start(listener, proxy)
-                .map_err(|e| SetupError::io("network", "start the egress proxy", e))?,
-        ),
-        None => None,
-    };
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
     namespaces::write_id_maps(child, &plan.identity)?;
@@ -144,6 +147,28 @@ fn run_session(
     cgroup.attach(child)?;
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
+    // The proxy ports arrive before init starts the agent (or the channel
+    // closes because init failed: then the error pipe says why).
+    let ports = handoff_ours
+        .as_ref()
+        .map(crate::handoff::receive)
+        .unwrap_or_default();
+    let agent = egress_proxy::audit::Peer {
+        pid: None,
+        uid: plan.identity.outer_uid,
+        gid: plan.identity.outer_gid,
+    };
+    let session_proxy = match egress {
+        Some((listener, proxy)) => Some(
+            SessionProxy::start(
+                listener,
+                ports.into_iter().map(|l| (l, agent)).collect(),
+                proxy,
+            )
+            .map_err(|e| SetupError::io("network", "start the egress proxy", e))?,
+        ),
+        None => None,
+    };
 
     let setup_error = read_all(err_read);
     if !setup_error.is_empty() {
