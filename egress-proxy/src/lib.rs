@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod ca;
 pub mod config;
+pub mod control;
 pub mod credentials;
 pub mod decide;
 pub mod gate;
@@ -21,6 +22,7 @@ pub mod intercept;
 pub mod ipclass;
 pub mod limits;
 pub mod meter;
+pub mod metrics;
 pub mod name;
 pub mod ocsf;
 pub mod policy;

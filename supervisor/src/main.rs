@@ -25,6 +25,7 @@ mod relay;
 mod run;
 mod seccomp;
 mod session;
+mod sidecar;
 mod signals;
 
 use std::process::ExitCode;
@@ -88,6 +89,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             allow_cidr: args.allow_cidr,
             allow_port: args.allow_port,
             egress_socket: args.egress_socket,
+            egress_control: args.egress_control,
             upstream_ca: args.upstream_ca,
         },
         audit: audit::AuditRequest {

@@ -89,6 +89,9 @@ fn run_session(
         &plan.session_dir,
         id.privileged.then_some((id.outer_uid, id.outer_gid)),
     )?;
+    // Held for the whole session: closing it tells a shared sidecar to
+    // remove this session's socket.
+    let sidecar = crate::sidecar::open(plan)?;
     let egress = prepare_egress(plan, audit.log.clone(), interception)?;
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -99,6 +102,7 @@ fn run_session(
     let child = match namespaces::clone_into_namespaces()? {
         Side::Child => {
             drop(egress);
+            drop(sidecar);
             drop(go_write);
             drop(err_read);
             init::run(
@@ -144,6 +148,7 @@ fn run_session(
     // The sandbox is gone, so its connections are closing: let the proxy
     // record them before it stops.
     drop(session_proxy);
+    drop(sidecar);
     drop(session);
     Ok(outcome)
 }
