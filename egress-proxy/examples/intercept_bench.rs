@@ -67,13 +67,14 @@ async fn upstream(cert_pem: String, key_pem: String) -> u16 {
         .flatten()
         .collect();
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("cert");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("cert");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -83,7 +84,9 @@ async fn upstream(cert_pem: String, key_pem: String) -> u16 {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = hyper::service::service_fn(|_req| async {
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                         Bytes::from_static(b"ok\n"),
@@ -101,23 +104,35 @@ async fn upstream(cert_pem: String, key_pem: String) -> u16 {
 async fn connect(env: &Env, path: Path) -> Tls {
     let (stream, config): (Box<dyn Stream>, _) = match path {
         Path::Direct => {
-            let s = TcpStream::connect(("127.0.0.1", env.upstream_port)).await.expect("tcp");
+            let s = TcpStream::connect(("127.0.0.1", env.upstream_port))
+                .await
+                .expect("tcp");
             let _ = s.set_nodelay(true);
             (Box::new(s), env.upstream_roots.clone())
         }
         Path::Tunnel | Path::Intercept => {
             let mut s = UnixStream::connect(&env.socket).await.expect("proxy");
-            let target = if path == Path::Tunnel { "127.0.0.1" } else { "localhost" };
-            s.write_all(format!("CONNECT {target}:{} HTTP/1.1\r\n\r\n", env.upstream_port).as_bytes())
-                .await
-                .expect("CONNECT");
+            let target = if path == Path::Tunnel {
+                "127.0.0.1"
+            } else {
+                "localhost"
+            };
+            s.write_all(
+                format!("CONNECT {target}:{} HTTP/1.1\r\n\r\n", env.upstream_port).as_bytes(),
+            )
+            .await
+            .expect("CONNECT");
             let mut head = Vec::new();
             let mut b = [0u8; 1];
             while !head.ends_with(b"\r\n\r\n") {
                 s.read_exact(&mut b).await.expect("CONNECT response");
                 head.push(b[0]);
             }
-            assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+            assert!(
+                head.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
             let config = if path == Path::Tunnel {
                 env.upstream_roots.clone()
             } else {
@@ -127,7 +142,10 @@ async fn connect(env: &Env, path: Path) -> Tls {
         }
     };
     let name = ServerName::try_from("localhost").expect("name");
-    TlsConnector::from(config).connect(name, stream).await.expect("TLS")
+    TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .expect("TLS")
 }
 
 async fn one_request(
@@ -254,7 +272,10 @@ async fn main() {
         let (rps, p50, p99) = keepalive(env.clone(), path, secs, conc).await;
         let warm = new_connections(env.clone(), path, secs, false).await;
         let cold = if path == Path::Intercept {
-            format!("{:.0}", new_connections(env.clone(), path, secs, true).await)
+            format!(
+                "{:.0}",
+                new_connections(env.clone(), path, secs, true).await
+            )
         } else {
             "—".to_string()
         };
