@@ -10,6 +10,7 @@ mod audit;
 mod audit_cmd;
 mod caps;
 mod cli;
+mod degraded;
 mod doctor;
 mod egress;
 mod error;
@@ -76,6 +77,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(SUPERVISOR_ERROR);
         }
     };
+    let isolation = args.isolation.clone();
     let request = plan::RunRequest {
         workspace: args.workspace,
         env: args.env,
@@ -101,6 +103,10 @@ fn run_command(args: RunArgs) -> ExitCode {
     };
     let result = plan::Host::current()
         .and_then(|host| plan::build(&policy, &request, &host))
+        .and_then(|mut plan| {
+            plan.isolation = degraded::Isolation::parse(&isolation)?;
+            Ok(plan)
+        })
         .and_then(|plan| run::run(&plan).map(|outcome| (plan, outcome)));
     match result {
         Ok((plan, outcome)) => {

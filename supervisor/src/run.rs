@@ -70,7 +70,12 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         audit.set_redactions(i.credentials.redactions());
     }
     audit.start(plan);
-    let result = run_session(plan, &audit, interception);
+    let result = match plan.isolation {
+        crate::degraded::Isolation::Full => run_session(plan, &audit, interception),
+        crate::degraded::Isolation::LandlockOnly => {
+            crate::degraded::run_session(plan, &audit, interception)
+        }
+    };
     if let Err(e) = &result {
         audit.isolation_failure(e);
     }
@@ -156,7 +161,7 @@ fn run_session(
 /// Binds the session proxy's socket (before the clone, so init can mount
 /// it) and writes the sandbox's trust bundle when TLS is intercepted. Fails
 /// closed if either is impossible.
-fn prepare_egress(
+pub(crate) fn prepare_egress(
     plan: &SandboxPlan,
     audit: Arc<AuditLog>,
     interception: Option<Interception>,
@@ -250,7 +255,7 @@ fn interception(
     })
 }
 
-struct KillOnDrop(Pid);
+pub(crate) struct KillOnDrop(pub(crate) Pid);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -259,11 +264,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SetupError::io("supervisor", "pipe", e))
 }
 
-fn read_all(fd: OwnedFd) -> String {
+pub(crate) fn read_all(fd: OwnedFd) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -278,7 +283,7 @@ fn read_all(fd: OwnedFd) -> String {
 }
 
 /// Init and the agent report "layer: message".
-fn parse_setup_error(text: &str) -> SetupError {
+pub(crate) fn parse_setup_error(text: &str) -> SetupError {
     const LAYERS: &[&str] = &[
         "namespaces",
         "mounts",
@@ -302,7 +307,7 @@ fn parse_setup_error(text: &str) -> SetupError {
 }
 
 /// Waits for init, forwarding signals and enforcing the deadline.
-fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
+pub(crate) fn wait(child: Pid, sfd: &SignalFd, deadline: Option<Instant>) -> Outcome {
     loop {
         if let Some(code) = exited(child) {
             return Outcome::Exited(code);
