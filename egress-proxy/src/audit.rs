@@ -19,7 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -373,6 +373,39 @@ pub struct Event {
     pub credential: Option<String>,
     /// When it started.
     pub started: SystemTime,
+    /// Which sandbox's socket it came in on, when a sidecar serves several
+    /// (set by the proxy from the socket, never by the client).
+    pub sandbox: Option<Arc<SandboxTag>>,
+}
+
+/// The identity of one per-sandbox socket of a shared sidecar: the
+/// proxy-chosen socket id, the session id the supervisor gave when it asked
+/// for the socket, and that supervisor's `SO_PEERCRED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxTag {
+    /// Proxy-chosen id; the socket is `session-<id>.sock`.
+    pub socket_id: String,
+    /// The supervisor's session id (`sandbox run`'s `session.id`), so the
+    /// proxy's events join the supervisor's own audit trail.
+    pub session: String,
+    /// The supervisor that opened the socket, from the control connection.
+    pub opener: Peer,
+}
+
+impl SandboxTag {
+    fn to_json(&self) -> Value {
+        let mut opener = json!({
+            "user": { "id": self.opener.uid.to_string() },
+        });
+        if let Some(pid) = self.opener.pid {
+            opener["pid"] = json!(pid);
+        }
+        json!({
+            "session": { "id": self.session },
+            "socket": { "id": self.socket_id },
+            "opener": opener,
+        })
+    }
 }
 
 impl Event {
@@ -395,6 +428,7 @@ impl Event {
             status: None,
             credential: None,
             started: SystemTime::now(),
+            sandbox: None,
         }
     }
 
@@ -441,6 +475,9 @@ impl Event {
         }
         if let Some(c) = &self.credential {
             airlock.insert("credential".into(), json!({ "name": c }));
+        }
+        if let Some(t) = &self.sandbox {
+            airlock.insert("sandbox".into(), t.to_json());
         }
         let mut source = json!({
             "user": { "id": self.peer.uid.to_string() },

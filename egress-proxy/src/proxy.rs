@@ -13,10 +13,11 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use crate::client::Client;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::{AuditLog, Event, Peer};
+use crate::audit::{AuditLog, Event, Peer, SandboxTag};
 use crate::ca::SessionCa;
 use crate::limits::Limits;
 use crate::meter::{Meter, Metered, Side};
+use crate::metrics::Metrics;
 use crate::policy::NetworkPolicy;
 use crate::secrets::Credentials;
 use crate::{http, socks};
@@ -33,6 +34,8 @@ pub struct Proxy {
     pub audit: Arc<AuditLog>,
     /// TLS interception for hosts with credentials or rules, if any.
     pub interception: Option<Interception>,
+    /// Counters for operators (`egress-proxy serve --metrics`).
+    pub metrics: Arc<Metrics>,
     slots: Arc<Semaphore>,
 }
 
@@ -58,17 +61,29 @@ pub struct ConnCtx {
     pub meter: Arc<Meter>,
     /// Flips to true when the session ends.
     pub shutdown: watch::Receiver<bool>,
+    /// The per-sandbox socket it came in on, if a sidecar serves several.
+    pub sandbox: Option<Arc<SandboxTag>>,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for ConnCtx {
+    fn drop(&mut self) {
+        let (up, down) = self.meter.bytes();
+        self.proxy.metrics.add_bytes(up, down);
+    }
 }
 
 impl ConnCtx {
     /// A new event for this connection.
     pub fn event(&self, action: &'static str, protocol: &'static str) -> Event {
-        Event::new(action, protocol, self.peer)
+        let mut event = Event::new(action, protocol, self.peer);
+        event.sandbox = self.sandbox.clone();
+        event
     }
 
     /// Records a finished event.
     pub fn finish(&self, event: Event) {
+        self.proxy.metrics.observe(&event);
         self.proxy.audit.record(&event);
     }
 }
@@ -92,6 +107,7 @@ impl Proxy {
             limits,
             audit,
             interception,
+            metrics: Arc::new(Metrics::default()),
             slots,
         })
     }
@@ -117,7 +133,6 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) {
-        let mut ended = shutdown.clone();
         for (l, peer) in tcp {
             let me = self.clone();
             let shutdown = shutdown.clone();
@@ -128,7 +143,7 @@ impl Proxy {
                         accepted = l.accept() => match accepted {
                             Ok((stream, _)) => {
                                 let _ = stream.set_nodelay(true);
-                                me.clone().admit(Client::Tcp(stream), peer, shutdown.clone())
+                                me.clone().admit(Client::Tcp(stream), peer, shutdown.clone(), None)
                             }
                             Err(e) => {
                                 tracing_lite(&format!("accept: {e}"));
@@ -140,12 +155,49 @@ impl Proxy {
                 }
             });
         }
+        self.clone()
+            .accept_until(listener, shutdown.clone(), shutdown, None)
+            .await;
+        self.drain(grace).await;
+        // Flushing to disk is the owner's job, once, after its own last
+        // line (the supervisor's session.end, the sidecar's shutdown).
+    }
+
+    /// Connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.limits
+            .max_connections
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// Waits up to `grace` for every open connection (on any socket) to
+    /// finish; true when they all did.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let all = self.limits.max_connections as u32;
+        tokio::time::timeout(grace, self.slots.clone().acquire_many_owned(all))
+            .await
+            .is_ok()
+    }
+
+    /// Accepts connections on `listener` until `stop` turns true, tagging
+    /// each with `sandbox` (a per-sandbox socket of a shared sidecar) in
+    /// every event it produces. Accepted connections run until they end or
+    /// `cut` turns true, which may be later than `stop` (a sidecar drains
+    /// its tunnels on SIGTERM before it cuts them).
+    pub async fn accept_until(
+        self: Arc<Self>,
+        listener: UnixListener,
+        stop: watch::Receiver<bool>,
+        cut: watch::Receiver<bool>,
+        sandbox: Option<Arc<SandboxTag>>,
+    ) {
+        let mut ended = stop;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let peer = peer_of(&stream);
-                        self.clone().admit(Client::Unix(stream), peer, shutdown.clone())
+                        self.clone().admit(Client::Unix(stream), peer, cut.clone(), sandbox.clone())
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -156,14 +208,15 @@ impl Proxy {
                 _ = crate::until_ended(&mut ended) => break,
             }
         }
-        drop(listener);
-        let all = self.limits.max_connections as u32;
-        let _ = tokio::time::timeout(grace, self.slots.clone().acquire_many_owned(all)).await;
-        // Flushing to disk is the owner's job, once, after its own last
-        // line (the supervisor's session.end, the sidecar's shutdown).
     }
 
-    fn admit(self: Arc<Self>, stream: Client, peer: Peer, shutdown: watch::Receiver<bool>) {
+    fn admit(
+        self: Arc<Self>,
+        stream: Client,
+        peer: Peer,
+        shutdown: watch::Receiver<bool>,
+        sandbox: Option<Arc<SandboxTag>>,
+    ) {
         if !self.audit.healthy() {
             // No record, no traffic: a failed audit sink closes the door.
             tokio::spawn(async move {
@@ -179,6 +232,7 @@ impl Proxy {
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             let mut event = Event::new("connection", "unknown", peer);
+            event.sandbox = sandbox;
             event.error = Some(format!(
                 "connection limit ({}) reached",
                 self.limits.max_connections
@@ -188,6 +242,7 @@ impl Proxy {
                 rule: "limits:max_connections".into(),
                 reason: "connection-limit",
             });
+            self.metrics.observe(&event);
             self.audit.record(&event);
             tokio::spawn(async move {
                 let mut stream = stream;
@@ -200,11 +255,13 @@ impl Proxy {
             });
             return;
         };
+        self.metrics.connection_accepted();
         let ctx = Arc::new(ConnCtx {
             proxy: self,
             peer,
             meter: Meter::new(),
             shutdown,
+            sandbox,
             _slot: slot,
         });
         tokio::spawn(async move {

@@ -201,8 +201,12 @@ impl SessionAudit {
                 "workspace": plan.workspace.display().to_string(),
                 "policy": { "sources": sources },
                 "landlock": { "abi": crate::landlock::kernel_abi() },
-                "isolation": "full",
-                "egress": { "proxy": proxy, "socket": plan.egress.host_socket.display().to_string() },
+                "isolation": plan.isolation.name(),
+                "egress": {
+                    "proxy": proxy,
+                    "socket": plan.egress.host_socket.display().to_string(),
+                    "control": plan.egress.sidecar_control.as_ref().map(|p| p.display().to_string()),
+                },
             },
         }));
     }

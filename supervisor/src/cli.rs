@@ -210,6 +210,16 @@ pub struct RunArgs {
     /// running `egress-proxy serve`) instead of starting one.
     #[arg(long, value_name = "PATH")]
     pub egress_socket: Option<PathBuf>,
+    /// Ask a shared sidecar (`egress-proxy serve --control unix:PATH`) for a
+    /// socket of this session's own, so its audit events name this session.
+    #[arg(long, value_name = "PATH", conflicts_with = "egress_socket")]
+    pub egress_control: Option<PathBuf>,
+    /// `full` (default) or `landlock-only`: the explicitly named degraded
+    /// mode for hosts without user namespaces (no namespaces; Landlock ABI 6,
+    /// seccomp and dropped capabilities only; network only through the
+    /// egress socket). Recorded in session.start. See docs/KUBERNETES.md.
+    #[arg(long, value_name = "MODE", default_value = "full")]
+    pub isolation: String,
     /// Where audit events go: a FILE (appended, 0600), `stdout`, `stderr`,
     /// `unix:PATH` or `unixgram:PATH` (a local shipper) [default:
     /// /var/log/airlock/audit.jsonl as root, else

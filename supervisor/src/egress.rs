@@ -42,6 +42,9 @@ pub struct NetworkRequest {
     pub allow_port: Vec<u16>,
     /// `--egress-socket PATH`: use a running `egress-proxy serve`.
     pub egress_socket: Option<PathBuf>,
+    /// `--egress-control PATH`: ask a shared `egress-proxy serve --control`
+    /// for a socket of this session's own.
+    pub egress_control: Option<PathBuf>,
     /// `--upstream-ca FILE`: extra roots the proxy trusts upstream.
     pub upstream_ca: Vec<PathBuf>,
 }
@@ -81,6 +84,9 @@ pub struct EgressPlan {
     pub relay_ports: Vec<u16>,
     /// The trust bundle, when the session proxy intercepts TLS.
     pub ca_bundle: Option<CaBundle>,
+    /// A shared sidecar's control socket: at run time `host_socket` is
+    /// linked to the socket it opens for this session.
+    pub sidecar_control: Option<PathBuf>,
 }
 
 /// The sandbox's trust bundle: the system roots plus the session CA, written
@@ -105,7 +111,10 @@ pub fn plan(
     credentials: &[CredentialSpec],
     session_dir: &Path,
 ) -> Result<EgressPlan, SetupError> {
-    let proxy = match &req.egress_socket {
+    // A sidecar's socket (given, or opened through its control socket) is
+    // configured by the sidecar's policy alone.
+    let sidecar = req.egress_socket.as_ref().or(req.egress_control.as_ref());
+    let proxy = match sidecar {
         Some(_)
             if !(req.allow.is_empty()
                 && req.deny.is_empty()
@@ -115,14 +124,14 @@ pub fn plan(
             return Err(SetupError::new(
                 "network",
                 "--allow/--deny/--allow-cidr/--allow-port configure this session's own proxy; \
-                 with --egress-socket the sidecar's policy decides",
+                 with a sidecar (--egress-socket, --egress-control) the sidecar's policy decides",
             ))
         }
         Some(_) if *policy != NetworkPolicy::default() || !credentials.is_empty() => {
             return Err(SetupError::new(
                 "network",
                 "the profile's [network] and [[credentials]] configure this session's own proxy; \
-                 with --egress-socket the sidecar's policy decides (give it the profile with \
+                 with a sidecar (--egress-socket, --egress-control) the sidecar's policy decides (give it the profile with \
                  `egress-proxy serve --policy FILE`)",
             ))
         }
@@ -170,6 +179,17 @@ pub fn plan(
         }),
         _ => None,
     };
+    if let Some(c) = &req.egress_control {
+        let meta = std::fs::metadata(c).map_err(|e| {
+            SetupError::io("network", format!("--egress-control {}", c.display()), e)
+        })?;
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            return Err(SetupError::new(
+                "network",
+                format!("--egress-control {} is not a socket", c.display()),
+            ));
+        }
+    }
     let host_socket = match &req.egress_socket {
         Some(p) => {
             let meta = std::fs::metadata(p).map_err(|e| {
@@ -191,6 +211,7 @@ pub fn plan(
         inside_socket: PathBuf::from(INSIDE_SOCKET),
         relay_ports: vec![HTTP_PORT, SOCKS_PORT],
         ca_bundle,
+        sidecar_control: req.egress_control.clone(),
     })
 }
 

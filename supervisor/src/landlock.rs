@@ -162,7 +162,13 @@ fn build(
     let mut created = ruleset.create()?;
     for rule in &plan.fs {
         let fd = PathFd::new(&rule.path).map_err(|e| format!("{}: {e}", rule.path.display()))?;
-        created = created.add_rule(PathBeneath::new(fd, rights(rule.access, abi)))?;
+        let mut access = rights(rule.access, abi);
+        // A rule on a file carries only file rights (the degraded mode
+        // grants single files when it carves around a denied path).
+        if !rule.path.is_dir() {
+            access &= AccessFs::from_file(abi);
+        }
+        created = created.add_rule(PathBeneath::new(fd, access))?;
     }
     if tcp {
         for port in &plan.tcp_connect {

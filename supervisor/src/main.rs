@@ -11,6 +11,7 @@ mod audit_cmd;
 mod caps;
 mod cgroup;
 mod cli;
+mod degraded;
 mod doctor;
 mod egress;
 mod error;
@@ -30,6 +31,7 @@ mod run;
 mod seccomp;
 mod selftest;
 mod session;
+mod sidecar;
 mod signals;
 
 use std::process::ExitCode;
@@ -82,6 +84,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(SUPERVISOR_ERROR);
         }
     };
+    let isolation = args.isolation.clone();
     let request = plan::RunRequest {
         workspace: args.workspace,
         env: args.env,
@@ -95,6 +98,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             allow_cidr: args.allow_cidr,
             allow_port: args.allow_port,
             egress_socket: args.egress_socket,
+            egress_control: args.egress_control,
             upstream_ca: args.upstream_ca,
         },
         audit: audit::AuditRequest {
@@ -107,6 +111,10 @@ fn run_command(args: RunArgs) -> ExitCode {
     };
     let result = plan::Host::current()
         .and_then(|host| plan::build(&policy, &request, &host))
+        .and_then(|mut plan| {
+            plan.isolation = degraded::Isolation::parse(&isolation)?;
+            Ok(plan)
+        })
         .and_then(|plan| run::run(&plan).map(|outcome| (plan, outcome)));
     match result {
         Ok((plan, outcome)) => {

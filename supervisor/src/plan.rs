@@ -137,6 +137,8 @@ pub struct SandboxPlan {
     pub policy_hash: String,
     /// The profile and managed-policy files, with their SHA-256.
     pub policy_sources: Vec<PolicySource>,
+    /// Full isolation, or the explicitly requested degraded mode.
+    pub isolation: crate::degraded::Isolation,
 }
 
 /// Builds the plan. Reads file metadata to see which policy paths exist,
@@ -313,6 +315,7 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         },
         seccomp: seccomp::compile()?,
         env: environment(policy, req, host, &identity, &home, &cwd, &egress)?,
+        isolation: Default::default(),
         session_id: host.session_id.clone(),
         session_dir,
         egress,

@@ -71,7 +71,12 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         audit.set_redactions(i.credentials.redactions());
     }
     audit.start(plan);
-    let result = run_session(plan, &audit, interception);
+    let result = match plan.isolation {
+        crate::degraded::Isolation::Full => run_session(plan, &audit, interception),
+        crate::degraded::Isolation::LandlockOnly => {
+            crate::degraded::run_session(plan, &audit, interception)
+        }
+    };
     if let Err(e) = &result {
         audit.isolation_failure(e);
     }
@@ -95,6 +100,9 @@ fn run_session(
         &plan.session_dir,
         id.privileged.then_some((id.outer_uid, id.outer_gid)),
     )?;
+    // Held for the whole session: closing it tells a shared sidecar to
+    // remove this session's socket.
+    let sidecar = crate::sidecar::open(plan)?;
     let egress = prepare_egress(plan, audit.log.clone(), interception)?;
     // Before the clone: a limit that cannot be applied stops the run here.
     let cgroup = cgroup::Session::create(&cgroup_name(plan), &plan.limits)?;
@@ -120,6 +128,7 @@ fn run_session(
     let child = match namespaces::clone_into_namespaces()? {
         Side::Child => {
             drop(egress);
+            drop(sidecar);
             drop(go_write);
             drop(err_read);
             drop(handoff_ours);
@@ -190,12 +199,13 @@ fn run_session(
     // The sandbox is gone, so its connections are closing: let the proxy
     // record them before it stops.
     drop(session_proxy);
+    drop(sidecar);
     drop(session);
     Ok((outcome, usage))
 }
 
 /// `airlock-<first 16 hex digits of the session id>`.
-fn cgroup_name(plan: &SandboxPlan) -> String {
+pub(crate) fn cgroup_name(plan: &SandboxPlan) -> String {
     let short: String = plan.session_id.chars().take(16).collect();
     format!("airlock-{short}")
 }
@@ -203,7 +213,7 @@ fn cgroup_name(plan: &SandboxPlan) -> String {
 /// Binds the session proxy's socket (before the clone, so init can mount
 /// it) and writes the sandbox's trust bundle when TLS is intercepted. Fails
 /// closed if either is impossible.
-fn prepare_egress(
+pub(crate) fn prepare_egress(
     plan: &SandboxPlan,
     audit: Arc<AuditLog>,
     interception: Option<Interception>,
@@ -297,7 +307,7 @@ fn interception(
     })
 }
 
-struct KillOnDrop(Pid);
+pub(crate) struct KillOnDrop(pub(crate) Pid);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -306,11 +316,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SetupError::io("supervisor", "pipe", e))
 }
 
-fn read_all(fd: OwnedFd) -> String {
+pub(crate) fn read_all(fd: OwnedFd) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -325,7 +335,7 @@ fn read_all(fd: OwnedFd) -> String {
 }
 
 /// Init and the agent report "layer: message".
-fn parse_setup_error(text: &str) -> SetupError {
+pub(crate) fn parse_setup_error(text: &str) -> SetupError {
     const LAYERS: &[&str] = &[
         "namespaces",
         "cgroup",
@@ -351,7 +361,7 @@ fn parse_setup_error(text: &str) -> SetupError {
 }
 
 /// Waits for init, forwarding signals and enforcing the deadline.
-fn wait(
+pub(crate) fn wait(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<Instant>,
