@@ -1,7 +1,7 @@
-//! PID 1 of the sandbox: builds the filesystem view, drops its own
-//! privileges, starts the agent, relays the proxy ports to the egress
-//! socket, forwards signals to the agent, reaps every orphan, and exits
-//! with the agent's status. When it exits the kernel
+//! PID 1 of the sandbox: builds the filesystem view, binds the proxy ports
+//! (handing them to the session proxy, or relaying them to a sidecar's
+//! socket), drops its own privileges, starts the agent, forwards signals to
+//! it, reaps every orphan, and exits with the agent's status. When it exits the kernel
 //! kills everything left in the PID namespace, so nothing the agent started
 //! outlives it.
 
