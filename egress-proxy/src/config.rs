@@ -204,6 +204,7 @@ impl RawNetwork {
             allow_cidr: each(text, self.allow_cidr, Cidr::parse)?,
             ports: self.ports,
             rules,
+            report_only: false,
         })
     }
 }

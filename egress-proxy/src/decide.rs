@@ -77,6 +77,28 @@ pub fn decide_target(policy: &NetworkPolicy, host: &Host, port: u16) -> Decision
     }
 }
 
+/// In report mode, a name-level denial (not on the allowlist, denied, wrong
+/// port, IP literal) becomes an allow whose reason says what enforcing
+/// would have done; everything else is unchanged. Address checks (the SSRF
+/// guard) run afterwards as usual.
+pub fn in_report_mode(policy: &NetworkPolicy, d: Decision) -> Decision {
+    if !policy.report_only || d.allow {
+        return d;
+    }
+    let reason = match d.reason {
+        "not-allowlisted" => "report:not-allowlisted",
+        "denied-by-rule" => "report:denied-by-rule",
+        "port-not-allowed" => "report:port-not-allowed",
+        "ip-literal" => "report:ip-literal",
+        _ => return d,
+    };
+    Decision {
+        allow: true,
+        rule: d.rule,
+        reason,
+    }
+}
+
 /// May the proxy dial `ip`, which an allowed name resolved to? Only public
 /// addresses, unless a CIDR in the policy names the address.
 pub fn decide_address(policy: &NetworkPolicy, ip: IpAddr) -> Decision {
@@ -169,6 +191,29 @@ mod tests {
         assert_eq!(decide(&p, "127.0.0.1", 443), (false, "ports".into()));
         assert_eq!(decide(&p, "10.0.0.1", 80), (false, "ip-literal".into()));
         assert_eq!(decide(&p, "[::1]", 80), (false, "ip-literal".into()));
+    }
+
+    #[test]
+    fn report_mode_lets_name_denials_through_and_says_so() {
+        let mut p = policy("[network]\nallow = [\"api.example.com\"]\n");
+        let deny = decide_target(&p, &Host::Name("evil.example.com".into()), 443);
+        assert_eq!(
+            in_report_mode(&p, deny.clone()),
+            deny,
+            "enforcing by default"
+        );
+        p.report_only = true;
+        let d = in_report_mode(&p, deny);
+        assert!(d.allow);
+        assert_eq!(
+            (d.rule.as_str(), d.reason),
+            ("default-deny", "report:not-allowlisted")
+        );
+        let bad = Decision::bad_name(&crate::name::NameError::Empty);
+        assert!(
+            !in_report_mode(&p, bad).allow,
+            "malformed names stay refused"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use tokio::net::TcpStream;
 
 use crate::audit::Event;
-use crate::decide::{decide_target, Decision};
+use crate::decide::{decide_target, in_report_mode, Decision};
 use crate::name::parse_host;
 use crate::proxy::Proxy;
 use crate::resolve::{dial, DialError};
@@ -105,7 +105,7 @@ pub async fn open(
         }
     };
     event.host = host.to_string();
-    let decision = decide_target(&proxy.policy, &host, port);
+    let decision = in_report_mode(&proxy.policy, decide_target(&proxy.policy, &host, port));
     event.decision = Some(decision.clone());
     if !decision.allow {
         return Err(Refusal::Policy(decision));

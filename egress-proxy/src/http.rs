@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::audit::Event;
 use crate::client::Client;
-use crate::decide::{decide_target, Decision};
+use crate::decide::{decide_target, in_report_mode, Decision};
 use crate::gate::{self, Refusal};
 use crate::inspect::{find_leak, head_bytes, read_ahead};
 use crate::intercept;
@@ -388,7 +388,10 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
 
     // Re-decide on every request, kept-alive or not; reuse the upstream
     // connection only for the same destination.
-    let decision = decide_target(&ctx.proxy.policy, &host, port);
+    let decision = in_report_mode(
+        &ctx.proxy.policy,
+        decide_target(&ctx.proxy.policy, &host, port),
+    );
     let reuse = if decision.allow && !websocket {
         state.take_cached(&host, port)
     } else {

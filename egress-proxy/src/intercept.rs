@@ -24,7 +24,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
 use crate::audit::Event;
-use crate::decide::{decide_target, Decision};
+use crate::decide::{decide_target, in_report_mode, Decision};
 use crate::gate;
 use crate::http::{refusal_response, strip_hop_by_hop, Body};
 use crate::inspect::{find_leak, head_bytes, inject, read_ahead};
@@ -224,7 +224,10 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
     if !uri_ok || !host_header_agrees_port(&req, &host, tunnel.port) {
         return deny(&tunnel, event, "host-header".into(), "host-mismatch");
     }
-    let decision = decide_target(&ctx.proxy.policy, &host, tunnel.port);
+    let decision = in_report_mode(
+        &ctx.proxy.policy,
+        decide_target(&ctx.proxy.policy, &host, tunnel.port),
+    );
     if !decision.allow {
         return deny(&tunnel, event, decision.rule, decision.reason);
     }

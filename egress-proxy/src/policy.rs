@@ -250,6 +250,10 @@ pub struct NetworkPolicy {
     pub ports: Option<Vec<u16>>,
     /// Method and path rules for hosts the proxy intercepts.
     pub rules: Vec<HostRule>,
+    /// Report mode (`--network-mode report`): names the allowlist would
+    /// refuse go through (the SSRF guard, rules and the leak guard still
+    /// apply) and are logged as `report:<reason>`, to learn a profile.
+    pub report_only: bool,
 }
 
 /// Which requests an intercepted host accepts: requests matching no rule

@@ -206,6 +206,12 @@ pub struct RunArgs {
     /// Allow PORT for entries without one, besides 80 and 443 (repeatable).
     #[arg(long, value_name = "PORT")]
     pub allow_port: Vec<u16>,
+    /// `enforce` (default), or `report`: destinations the allowlist would
+    /// refuse go through and are logged as `report:<reason>`, to learn a
+    /// profile with `sandbox policy suggest` (the SSRF guard, method/path
+    /// rules and credential rules still apply).
+    #[arg(long, value_name = "MODE", default_value = "enforce")]
+    pub network_mode: String,
     /// Use the egress proxy already listening on this socket (a sidecar
     /// running `egress-proxy serve`) instead of starting one.
     #[arg(long, value_name = "PATH")]

@@ -63,6 +63,14 @@ fn main() -> ExitCode {
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
+    let report_mode = match args.network_mode.as_str() {
+        "enforce" => false,
+        "report" => true,
+        other => {
+            eprintln!("sandbox: --network-mode {other}: expected enforce or report");
+            return ExitCode::from(SUPERVISOR_ERROR);
+        }
+    };
     let selection = profile::Selection {
         profiles: args.profile,
         managed: args.managed,
@@ -73,9 +81,10 @@ fn run_command(args: RunArgs) -> ExitCode {
             allow_port: args.allow_port.clone(),
             env: args.env.clone(),
             timeout: args.timeout,
+            report: report_mode,
         },
     };
-    let policy = match profile::effective(&selection) {
+    let mut policy = match profile::effective(&selection) {
         Ok(eff) => profile::to_policy(&eff, &profile::path_vars(args.workspace.as_deref())),
         Err(errors) => {
             for e in errors {
@@ -84,6 +93,11 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(SUPERVISOR_ERROR);
         }
     };
+    if report_mode {
+        // Report mode is part of the effective policy: it changes the hash.
+        policy.network.report_only = true;
+        policy.hash = egress_proxy::audit::sha256_hex(format!("{}+report", policy.hash).as_bytes());
+    }
     let isolation = args.isolation.clone();
     let request = plan::RunRequest {
         workspace: args.workspace,

@@ -787,3 +787,54 @@ fn sidecar_proxy_serves_a_sandbox() {
     );
     mixed.assert_code(125, "local rules with a sidecar are refused");
 }
+
+/// Learning a profile: in report mode names off the allowlist go through
+/// (logged as what enforcing would have done), the SSRF guard still holds,
+/// and `sandbox policy suggest` turns the log into an allowlist.
+#[test]
+fn report_mode_lets_unlisted_names_through_and_suggest_learns_them() {
+    if !can_run() {
+        return;
+    }
+    let up = Upstream::start();
+    let sb = Sandbox::new();
+    let names = Names::new();
+    let p = up.port.to_string();
+    let script = format!("curl -sS --max-time 20 http://api.example.com:{p}/hello");
+    // Without the loopback CIDR the SSRF guard still refuses.
+    let out = sb.net_sh(
+        &names,
+        &["--network-mode", "report", "--allow-port", &p],
+        &format!("curl -sS --max-time 20 -D - -o /dev/null http://api.example.com:{p}/hello"),
+    );
+    assert!(
+        out.stdout
+            .to_lowercase()
+            .contains("x-airlock-deny: address-class"),
+        "{out}"
+    );
+    let out = sb.net_sh(
+        &names,
+        &[
+            "--network-mode",
+            "report",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            &p,
+        ],
+        &script,
+    );
+    assert!(out.stdout.contains("hello from upstream"), "{out}");
+    let reported: Vec<_> = sb
+        .network_events()
+        .into_iter()
+        .filter(|e| e["airlock"]["reason"] == "report:not-allowlisted")
+        .collect();
+    assert_eq!(reported.len(), 1, "{:#?}", sb.network_events());
+    assert_eq!(reported[0]["rule"]["id"], "default-deny");
+    let mut cmd = Command::new(common::sandbox_bin());
+    cmd.args(["policy", "suggest"]).arg(sb.audit_log());
+    let out = common::run_to_end(cmd);
+    assert!(out.stdout.contains("api.example.com"), "{out}");
+}

@@ -336,6 +336,12 @@ fn managed_policy_rejects_what_exceeds_it_naming_the_rule() {
     );
     out.assert_code(125, "CLI network flags are refused");
     assert!(out.stderr.contains("allow_cli_network = false"), "{out}");
+    let out = sb.run_with(
+        &["--managed", &managed, "--network-mode", "report"],
+        &["true"],
+    );
+    out.assert_code(125, "report mode loosens the network: refused too");
+    assert!(out.stderr.contains("allow_cli_network = false"), "{out}");
 
     let out = sb.run_with(&["--managed", &managed, "--timeout", "9h"], &["true"]);
     out.assert_code(125, "a timeout over the ceiling is refused");

@@ -105,15 +105,18 @@ pub struct CliLayer {
     pub env: Vec<String>,
     /// `--timeout`.
     pub timeout: Option<Duration>,
+    /// `--network-mode report`.
+    pub report: bool,
 }
 
 impl CliLayer {
     /// Does the command line change the network policy?
     pub fn touches_network(&self) -> bool {
-        !(self.allow.is_empty()
-            && self.deny.is_empty()
-            && self.allow_cidr.is_empty()
-            && self.allow_port.is_empty())
+        self.report
+            || !(self.allow.is_empty()
+                && self.deny.is_empty()
+                && self.allow_cidr.is_empty()
+                && self.allow_port.is_empty())
     }
 }
 
@@ -355,6 +358,7 @@ impl Effective {
             allow_cidr: r.allow_cidr.iter().map(|e| e.value).collect(),
             ports: r.ports.as_ref().map(|p| p.value.clone()),
             rules: r.host_rules.iter().map(|e| e.value.clone()).collect(),
+            report_only: false,
         }
     }
 

@@ -161,6 +161,7 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
                 allow_port: select.allow_port.clone(),
                 env: select.env.clone(),
                 timeout: select.timeout,
+                report: false,
             },
         };
         effective(&sel).map_err(|errors| {

@@ -26,9 +26,14 @@ pub fn read(text: &str) -> (Denials, usize) {
         };
         let decision = v.pointer("/airlock/decision").and_then(Value::as_str);
         let reason = v.pointer("/airlock/reason").and_then(Value::as_str);
-        if decision != Some("deny")
-            || !matches!(reason, Some("not-allowlisted" | "port-not-allowed"))
-        {
+        // Enforced denials, and what report mode let through.
+        let denied = decision == Some("deny")
+            && matches!(reason, Some("not-allowlisted" | "port-not-allowed"));
+        let reported = matches!(
+            reason,
+            Some("report:not-allowlisted" | "report:port-not-allowed")
+        );
+        if !denied && !reported {
             continue;
         }
         let (Some(domain), Some(port)) = (
