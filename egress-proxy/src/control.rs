@@ -242,6 +242,34 @@ pub struct SandboxSocket {
     _control: StdUnixStream,
 }
 
+impl SandboxSocket {
+    /// Whether the sidecar is still there: its end of the control
+    /// connection has not closed (it closes when the sidecar dies).
+    pub fn sidecar_alive(&self) -> bool {
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            self._control.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => true,
+            Ok(_) => {
+                // Readable: EOF (gone) unless it actually sent something.
+                let mut b = [0u8; 1];
+                matches!(
+                    nix::sys::socket::recv(
+                        std::os::fd::AsRawFd::as_raw_fd(&self._control),
+                        &mut b,
+                        nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                    ),
+                    Ok(n) if n > 0
+                )
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// Asks the sidecar behind `control` for a socket in `session`'s name
 /// (blocking; the supervisor is single-threaded).
 pub fn open(control: &Path, session: &str) -> io::Result<SandboxSocket> {

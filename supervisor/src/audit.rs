@@ -226,6 +226,20 @@ impl SessionAudit {
         }));
     }
 
+    /// `proxy.error`: the egress proxy failed (a sidecar died, say).
+    pub fn proxy_error(&self, message: &str) {
+        self.log.record_value(json!({
+            "event": {
+                "kind": "alert",
+                "category": ["network"],
+                "type": ["error"],
+                "action": "proxy.error",
+                "outcome": "failure",
+            },
+            "error": { "message": message },
+        }));
+    }
+
     /// `session.end`, then the seal if a key was given, then a flush.
     pub fn end(&self, outcome: Result<Outcome, &SetupError>, usage: Option<&crate::cgroup::Usage>) {
         let duration = self.started.elapsed().unwrap_or_default();

@@ -199,6 +199,14 @@ fn run_session(
     // The sandbox is gone, so its connections are closing: let the proxy
     // record them before it stops.
     drop(session_proxy);
+    if let Some(sc) = &sidecar {
+        if !sc.sidecar_alive() {
+            audit.proxy_error(
+                "the egress sidecar went away during the session: from then on the sandbox \
+                 had no way out",
+            );
+        }
+    }
     drop(sidecar);
     drop(session);
     Ok((outcome, usage))

@@ -409,3 +409,48 @@ fn sigterm_drains_open_tunnels_then_cuts_them_at_the_deadline() {
         .count();
     assert_eq!(cut, 2, "both tunnels recorded as cut: {events:#?}");
 }
+
+/// A sidecar killed mid-session leaves the sandbox with no way out (the
+/// agent's next request fails), and the supervisor records `proxy.error`
+/// in its own audit log.
+#[test]
+fn a_killed_sidecar_leaves_no_way_out_and_is_recorded() {
+    if !can_run() {
+        return;
+    }
+    let up = Upstream::start();
+    let names = Names::new();
+    let mut sidecar = Sidecar::start(&names, up.port, &[]);
+    let control = sidecar.control().display().to_string();
+    let sb = Sandbox::new();
+    let flag = sb.workspace.join("killed");
+    let script = format!(
+        "curl -sS --max-time 10 -o /dev/null -w 'before %{{http_code}}\\n' http://api.example.com:{p}/hello; \
+         touch {ready}; while [ ! -e {flag} ]; do sleep 0.05; done; \
+         curl -sS --max-time 10 -o /dev/null -w 'after %{{http_code}}\\n' http://api.example.com:{p}/hello; true",
+        p = up.port,
+        ready = sb.workspace.join("ready").display(),
+        flag = flag.display(),
+    );
+    let cmd = sb.command_with(&["--egress-control", &control], &["/bin/sh", "-c", &script]);
+    let mut run = common::Streaming::spawn(names.wrap(&cmd));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sb.workspace.join("ready").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never made its first request"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    sidecar.signal(libc::SIGKILL);
+    let _ = sidecar.wait(Duration::from_secs(10));
+    std::fs::write(&flag, b"").expect("flag");
+    let out = run.finish();
+    assert!(out.stdout.contains("before 200"), "{out}");
+    assert!(
+        out.stdout.contains("after 000"),
+        "no way out after the sidecar died\n{out}"
+    );
+    let log = std::fs::read_to_string(sb.audit_log()).expect("audit log");
+    assert!(log.contains("\"action\":\"proxy.error\""), "{log}");
+}
