@@ -228,6 +228,18 @@ fn parse(arg: &str) -> Result<Probe, String> {
             let marker = needs_value("SECONDS")?;
             simple(move || daemon(&marker))
         }
+        "proxy-connect" => {
+            let target = needs_value("HOST:PORT")?;
+            Box::new(move || proxy_connect(&target))
+        }
+        "dns" => {
+            let host = needs_value("NAME")?;
+            Box::new(move || dns(&host))
+        }
+        "list-dir" => {
+            let dir = needs_value("PATH")?;
+            Box::new(move || list_dir(&dir))
+        }
         "whoami" => Box::new(whoami),
         "caps" => Box::new(caps),
         _ => return Err(format!("unknown probe {name:?} (see the top of probe.rs)")),
@@ -879,6 +891,62 @@ fn mknod(path: &CString) -> Attempt {
 // ---------------------------------------------------------------------------
 
 /// `uid=R/E/S gid=R/E/S` from getresuid/getresgid.
+/// `CONNECT TARGET` through the in-sandbox proxy port: reports
+/// `http=STATUS deny=REASON` (the proxy's answer and `X-Airlock-Deny`).
+fn proxy_connect(target: &str) -> Outcome {
+    let mut s = match TcpStream::connect("127.0.0.1:3128") {
+        Ok(s) => s,
+        Err(e) => return Outcome::Errno(e.raw_os_error().unwrap_or(0)),
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(20)));
+    if s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return Outcome::Report("http=write-failed".into());
+    }
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text.split(' ').nth(1).unwrap_or("none");
+    let deny = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-airlock-deny")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "-".into());
+    Outcome::Report(format!("http={status} deny={deny}"))
+}
+
+/// Resolves NAME with the libc resolver: `resolved` or `failed`.
+fn dns(host: &str) -> Outcome {
+    use std::net::ToSocketAddrs;
+    let found = (host, 80).to_socket_addrs().map(|a| a.count()).unwrap_or(0);
+    Outcome::Report(if found > 0 { "resolved" } else { "failed" }.into())
+}
+
+/// The names in directory PATH, sorted, comma-separated.
+fn list_dir(dir: &str) -> Outcome {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            Outcome::Report(names.join(","))
+        }
+        Err(e) => Outcome::Errno(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
 fn whoami() -> Outcome {
     let (mut ruid, mut euid, mut suid) = (0, 0, 0);
     let (mut rgid, mut egid, mut sgid) = (0, 0, 0);

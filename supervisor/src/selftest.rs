@@ -244,6 +244,60 @@ fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
             format!("tcp-connect=127.0.0.1:{}", bait.tcp_port),
             Refused,
         ),
+        // Through the egress proxy: the SSRF guard and the allowlist. The
+        // selftest profile allows only `localhost` (which resolves to
+        // loopback, so the address check must refuse it: rebinding).
+        check(
+            "network",
+            "proxy-connect=169.254.169.254:80",
+            Text("http=403 deny=ip-literal".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=[fd00:ec2::254]:80",
+            Text("http=403 deny=ip-literal".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=10.0.0.1:443",
+            Text("http=403 deny=ip-literal".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=2130706433:443",
+            Text("http=403 deny=ip-literal".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=0x7f.1:443",
+            Text("http=403 deny=ip-literal".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=[::ffff:127.0.0.1]:443",
+            Text("http=403 deny=ip-literal".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=localhost:443",
+            Text("http=403 deny=address-class".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=localhost:22",
+            Text("http=403 deny=port-not-allowed".into()),
+        ),
+        check(
+            "network",
+            "proxy-connect=unlisted.example.com:443",
+            Text("http=403 deny=not-allowlisted".into()),
+        ),
+        check("network", "dns=unlisted.example.com", Text("failed".into())),
+        check(
+            "network",
+            "list-dir=/run/airlock",
+            Text("egress.sock".into()),
+        ),
         check(
             "network",
             format!("tcp-connect=[::1]:{}", bait.tcp_port),
@@ -315,7 +369,8 @@ fn run(json_out: bool) -> Result<bool, String> {
     std::fs::write(
         &profile,
         format!(
-            "[limits]\npids = 48\nmemory = \"256M\"\nnofile = 96\ntmp_size = \"16M\"\n\
+            "[network]\nallow = [\"localhost\"]\n\
+             [limits]\npids = 48\nmemory = \"256M\"\nnofile = 96\ntmp_size = \"16M\"\n\
              timeout = \"120s\"\nbest_effort = {}\n",
             !root
         ),
