@@ -444,7 +444,22 @@ impl Session {
 
     /// Moves `pid` (init, before it starts the agent) into every group.
     pub fn attach(&self, pid: Pid) -> Result<(), SetupError> {
-        let dirs = self.v2.iter().chain(self.v1.iter().map(|(_, d)| d));
+        self.attach_except_v2(pid, false)
+    }
+
+    /// A directory fd of the v2 cgroup, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn v2_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        let dir = self.v2.as_ref()?;
+        std::fs::File::open(dir)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
+    }
+
+    /// Like [`Session::attach`], skipping the v2 cgroup when the process
+    /// was born in it.
+    pub fn attach_except_v2(&self, pid: Pid, skip_v2: bool) -> Result<(), SetupError> {
+        let v2 = if skip_v2 { None } else { self.v2.as_ref() };
+        let dirs = v2.into_iter().chain(self.v1.iter().map(|(_, d)| d));
         for dir in dirs {
             let file = dir.join("cgroup.procs");
             fs::write(&file, pid.as_raw().to_string()).map_err(|e| {

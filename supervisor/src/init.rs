@@ -61,6 +61,24 @@ pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Waits for the supervisor's second byte: this process is now in the
+/// session cgroup, so the agent it forks will be too.
+fn in_cgroup(go: &OwnedFd) -> Result<(), SetupError> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(go, &mut byte) {
+            Ok(1) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            _ => {
+                return Err(SetupError::new(
+                    "init",
+                    "the supervisor went away during setup",
+                ))
+            }
+        }
+    }
+}
+
 /// Writes `err` for the supervisor to print and returns the setup exit code.
 pub fn report(errors: &OwnedFd, err: &SetupError) -> i32 {
     let _ = nix::unistd::write(errors, err.to_string().as_bytes());
@@ -84,9 +102,6 @@ fn setup(
             ))
         }
     }
-    // The supervisor has moved us into the session's cgroup: make it our
-    // cgroup namespace's root, so nothing above it is visible inside.
-    crate::cgroup::enter_namespace()?;
     // Our own session: the caller's terminal signals reach the supervisor
     // only, which forwards them exactly once.
     nix::unistd::setsid().map_err(|e| SetupError::io("init", "setsid", e))?;
@@ -124,6 +139,12 @@ fn setup(
         crate::handoff::send(&channel, relay.listeners())?;
         relay = Relay::none();
     }
+    // The supervisor moves us into the session's cgroup while we build the
+    // sandbox; wait until it has, then make that cgroup our cgroup
+    // namespace's root (so nothing above it is visible inside). Both before
+    // the capabilities go, and before the agent is forked (born inside).
+    in_cgroup(go)?;
+    crate::cgroup::enter_namespace()?;
     caps::drop_all()?;
     // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
     nix::sys::prctl::set_dumpable(false)

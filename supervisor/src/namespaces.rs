@@ -29,12 +29,69 @@ pub enum Side {
     Child,
 }
 
-/// Clones the calling process into new namespaces, fork-style: the child
-/// continues from here on a copy of the stack.
-///
-/// The caller must be single-threaded, so the child inherits no lock held by
-/// another thread and may allocate (`sandbox` starts no thread before this).
-pub fn clone_into_namespaces() -> Result<Side, SetupError> {
+/// `clone_args` of clone3(2), up to the `cgroup` field (version 2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Start the child in this cgroup (Linux 5.7+).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks into the new namespaces (fork-style: the child continues here and
+/// becomes PID 1 of them). With `cgroup` (a cgroup v2 directory), the child
+/// is born in that cgroup: `clone3(CLONE_INTO_CGROUP)` spares the migration
+/// a write to `cgroup.procs` costs (a cgroup-wide lock and an RCU grace
+/// period: about 10 ms here). Returns the side and whether the child was
+/// placed in the cgroup; on kernels without clone3 or CLONE_INTO_CGROUP
+/// the caller attaches it.
+pub fn clone_into_namespaces(
+    cgroup: Option<&std::os::fd::OwnedFd>,
+) -> Result<(Side, bool), SetupError> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: FLAGS as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: std::os::fd::AsRawFd::as_raw_fd(fd) as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 with no stack behaves like fork(2) for this
+        // single-threaded process; `args` is a valid, fully initialized
+        // clone_args of the size we pass.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match rc {
+            0 => return Ok((Side::Child, true)),
+            pid if pid > 0 => return Ok((Side::Parent(Pid::from_raw(pid as libc::pid_t)), true)),
+            _ => {
+                let err = std::io::Error::last_os_error();
+                // Old kernel, or a seccomp profile that hides clone3: fall
+                // back to clone and a migration.
+                if !matches!(
+                    err.raw_os_error(),
+                    Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM)
+                ) {
+                    return Err(clone_error(err));
+                }
+            }
+        }
+    }
     // SAFETY: raw clone with a NULL stack behaves like fork(2): the child
     // gets a copy-on-write copy of this single-threaded process. No pointer
     // arguments are passed.
@@ -50,8 +107,8 @@ pub fn clone_into_namespaces() -> Result<Side, SetupError> {
     };
     match rc {
         -1 => Err(clone_error(std::io::Error::last_os_error())),
-        0 => Ok(Side::Child),
-        pid => Ok(Side::Parent(Pid::from_raw(pid as libc::pid_t))),
+        0 => Ok((Side::Child, false)),
+        pid => Ok((Side::Parent(Pid::from_raw(pid as libc::pid_t)), false)),
     }
 }
 

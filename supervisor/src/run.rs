@@ -125,7 +125,10 @@ fn run_session(
         }
         None => (None, None),
     };
-    let child = match namespaces::clone_into_namespaces()? {
+    let cgroup_fd = cgroup.v2_fd();
+    let (side, in_v2) = namespaces::clone_into_namespaces(cgroup_fd.as_ref())?;
+    drop(cgroup_fd);
+    let child = match side {
         Side::Child => {
             drop(egress);
             drop(sidecar);
@@ -152,9 +155,13 @@ fn run_session(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
         .map_err(|e| SetupError::io("supervisor", "signalfd", e))?;
     namespaces::write_id_maps(child, &plan.identity)?;
-    // Init waits for "go": it is in the cgroup before it forks the agent.
-    cgroup.attach(child)?;
+    // "go" first, so init builds the sandbox while the cgroup migration
+    // (several ms of kernel locking on v1) runs; init waits for the second
+    // byte before it forks the agent, so the agent is born in the cgroup.
     nix::unistd::write(&go_write, b"1")
+        .map_err(|e| SetupError::io("supervisor", "start init", e))?;
+    cgroup.attach_except_v2(child, in_v2)?;
+    nix::unistd::write(&go_write, b"2")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
     // The proxy ports arrive before init starts the agent (or the channel
     // closes because init failed: then the error pipe says why).
