@@ -403,10 +403,14 @@ impl Session {
             }
             s.skipped.push(Skipped { limit, reason });
         }
-        // Accounting (and, without v2, the freezer) from v1 where v2 lacks it.
+        // Accounting (and, without v2, the freezer) from v1 where v2 lacks
+        // it. A v1 group costs a migration (~8 ms of kernel locking on this
+        // kind of host, on the startup path), so peak-memory accounting
+        // from v1 is only set up when the session has a memory limit
+        // anyway; otherwise session.end reports no peak memory there.
         let helpers: &[&'static str] = if s.v2.is_none() {
             &["cpuacct", "freezer", "memory"]
-        } else if v2_controllers.iter().any(|c| c == "memory") {
+        } else if v2_controllers.iter().any(|c| c == "memory") || limits.memory.is_none() {
             &[]
         } else {
             &["memory"]
