@@ -35,18 +35,21 @@ pub enum Runtime {
 }
 
 /// The step of the namespace probe that the kernel refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NsStep {
     /// `unshare(CLONE_NEWUSER)`.
     UserNs = 1,
-    /// `unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET)` in the new user namespace.
+    /// `unshare` of the mount, PID, network, IPC, UTS and cgroup namespaces
+    /// in the new user namespace.
     OtherNs = 2,
+    /// `sethostname` in the new UTS namespace.
+    Hostname = 3,
     /// Making `/` private in the new mount namespace (`mount(2)`).
-    Mount = 3,
+    Mount = 4,
     /// `fork` into the new PID namespace.
-    Fork = 4,
+    Fork = 5,
     /// Mounting a fresh procfs there.
-    Proc = 5,
+    Proc = 6,
 }
 
 impl NsStep {
@@ -54,9 +57,10 @@ impl NsStep {
         Some(match code {
             1 => Self::UserNs,
             2 => Self::OtherNs,
-            3 => Self::Mount,
-            4 => Self::Fork,
-            5 => Self::Proc,
+            3 => Self::Hostname,
+            4 => Self::Mount,
+            5 => Self::Fork,
+            6 => Self::Proc,
             _ => return None,
         })
     }
@@ -64,7 +68,8 @@ impl NsStep {
     fn describe(self) -> &'static str {
         match self {
             Self::UserNs => "unshare(CLONE_NEWUSER)",
-            Self::OtherNs => "unshare(CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWNET)",
+            Self::OtherNs => "unshare(CLONE_NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS|NEWCGROUP)",
+            Self::Hostname => "sethostname in the new UTS namespace",
             Self::Mount => "mount(2) in the new mount namespace",
             Self::Fork => "fork into the new PID namespace",
             Self::Proc => "mounting a fresh /proc in the new namespaces",
@@ -174,6 +179,15 @@ pub fn diagnose(f: &Facts) -> Diagnosis {
                  kernel.apparmor_restrict_unprivileged_userns on the host)",
                 step.describe()
             ));
+        }
+    }
+    if let Err((step, _)) = f.namespaces {
+        if step < NsStep::Proc {
+            advice.push(
+                "(the probe stops at the first refusal: run 'sandbox doctor' again after the \
+                 fix, a later step may need another flag)"
+                    .to_string(),
+            );
         }
     }
     if f.landlock_abi < 1 {
@@ -309,7 +323,7 @@ fn runtime_flags(runtime: Runtime, seccomp: bool, proc: bool) -> Vec<String> {
 
 fn errno_name(errno: i32) -> String {
     match errno {
-        0 => "no error code".to_string(),
+        0 => "an unrecognised error".to_string(),
         libc::EPERM => "EPERM".to_string(),
         libc::EACCES => "EACCES".to_string(),
         libc::ENOSYS => "ENOSYS".to_string(),
@@ -383,9 +397,34 @@ fn landlock_version_errno() -> i32 {
     }
 }
 
-/// Exit code of a probe child: `step * 40 + errno` (errno clamped below 40).
+/// The errnos a probe child can report in its exit code; others are 0.
+const ERRNOS: [i32; 6] = [
+    libc::EPERM,
+    libc::EACCES,
+    libc::ENOSYS,
+    libc::EINVAL,
+    libc::ENOSPC,
+    libc::EOPNOTSUPP,
+];
+
+/// Exit code of a probe child: `step * 8 + k`, where `k` is 1 + the index
+/// of `errno` in [`ERRNOS`], or 7 for any other errno.
 fn encode(step: i32, errno: i32) -> i32 {
-    step * 40 + errno.clamp(1, 39)
+    let k = ERRNOS.iter().position(|&e| e == errno).map_or(7, |i| i + 1);
+    step * 8 + k as i32
+}
+
+/// The inverse of [`encode`]: `(step, errno)`, errno 0 when unrecognised.
+fn decode(code: i32) -> (i32, i32) {
+    let k = (code % 8) as usize;
+    (
+        code / 8,
+        if (1..=6).contains(&k) {
+            ERRNOS[k - 1]
+        } else {
+            0
+        },
+    )
 }
 
 /// Forks; the child tries the namespace steps `sandbox run` takes (user
@@ -394,10 +433,10 @@ fn encode(step: i32, errno: i32) -> i32 {
 fn probe_namespaces() -> Result<(), (NsStep, i32)> {
     match fork_and_wait(namespace_child) {
         0 => Ok(()),
-        code => Err((
-            NsStep::from_code(code / 40).unwrap_or(NsStep::UserNs),
-            code % 40,
-        )),
+        code => {
+            let (step, errno) = decode(code);
+            Err((NsStep::from_code(step).unwrap_or(NsStep::Fork), errno))
+        }
     }
 }
 
@@ -409,8 +448,18 @@ fn namespace_child() -> i32 {
         if libc::unshare(libc::CLONE_NEWUSER) != 0 {
             return encode(NsStep::UserNs as i32, errno());
         }
-        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET) != 0 {
+        let others = libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWCGROUP;
+        if libc::unshare(others) != 0 {
             return encode(NsStep::OtherNs as i32, errno());
+        }
+        let name = b"airlock";
+        if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+            return encode(NsStep::Hostname as i32, errno());
         }
         let none = std::ptr::null::<libc::c_char>();
         if libc::mount(
@@ -467,7 +516,7 @@ fn probe_in_child(probe: Probe) -> Result<(), i32> {
     if code == 0 {
         Ok(())
     } else {
-        Err(code % 40)
+        Err(decode(code).1)
     }
 }
 
@@ -638,6 +687,18 @@ mod tests {
                 &["seccompProfile: {type: Localhost"],
             ),
             (
+                "seccomp refuses sethostname (podman's default)",
+                Facts {
+                    namespaces: Err((Hostname, eperm)),
+                    ..healthy()
+                },
+                Verdict::LandlockOnly,
+                &[
+                    "sethostname",
+                    "podman run --security-opt seccomp=deploy/seccomp-airlock.json",
+                ],
+            ),
+            (
                 "masked /proc: unmask",
                 Facts {
                     namespaces: Err((Proc, eperm)),
@@ -724,6 +785,18 @@ mod tests {
     }
 
     #[test]
+    fn probe_exit_codes_round_trip_and_fit_a_byte() {
+        for step in 1..=6 {
+            for errno in ERRNOS {
+                let code = encode(step, errno);
+                assert!((1..=255).contains(&code));
+                assert_eq!(decode(code), (step, errno));
+            }
+            assert_eq!(decode(encode(step, libc::ECHILD)), (step, 0));
+        }
+    }
+
+    #[test]
     fn docker_advice_never_says_podman() {
         let d = diagnose(&Facts {
             runtime: Runtime::Docker,
@@ -767,6 +840,14 @@ mod tests {
             "prctl",
         ] {
             assert!(allowed_unconditionally(needed), "{needed} must be allowed");
+            // An ERRNO rule for the same syscall would win over the allow.
+            for r in rules.iter().filter(|r| r["action"] != "SCMP_ACT_ALLOW") {
+                let names = r["names"].as_array().expect("names");
+                assert!(
+                    !names.iter().any(|n| n == needed),
+                    "{needed} refused by {r}"
+                );
+            }
         }
         for refused in [
             "setns",
