@@ -23,6 +23,7 @@ pub fn main() -> ExitCode {
         let mark = if c.ok { "ok  " } else { "FAIL" };
         println!("{mark} {:<18} {}", c.name, c.detail);
     }
+    crate::container::print_report();
     if works {
         println!("\nsandbox run works on this host.");
         ExitCode::SUCCESS

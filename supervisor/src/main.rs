@@ -11,6 +11,7 @@ mod audit_cmd;
 mod caps;
 mod cgroup;
 mod cli;
+mod container;
 mod degraded;
 mod doctor;
 mod egress;
