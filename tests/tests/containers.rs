@@ -10,6 +10,8 @@
 //! This VM mounts cgroups hybrid, which crun refuses: `--runtime runc`, and
 //! explicit rlimits (podman's defaults exceed what runc may set here).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -280,4 +282,121 @@ fn selftest_inside_the_container_fails_only_the_cgroup_rows() {
             "only cgroup-enforced rows may fail in a container: {row:?}\n{report}"
         );
     }
+}
+
+/// The pod of `deploy/kubernetes/job.yaml`, run with Podman: the sidecar
+/// container (`egress-proxy serve`, the only one with a network) and the
+/// agent container (`sandbox run --egress-socket`, no network at all)
+/// share a volume for the socket. The agent reaches an allowed upstream on
+/// this host through the sidecar, is refused elsewhere, and the sidecar's
+/// audit log records both.
+#[test]
+fn sidecar_and_agent_containers_share_the_socket_like_the_pod() {
+    skip_unless_image!();
+    let up = common::net::Upstream::start();
+    let shared = common::TempDir::new("/tmp", "airlock-pod");
+    common::set_mode(shared.path(), 0o777);
+    common::write_file(
+        &shared.join("policy.toml"),
+        &format!(
+            "[network]\nallow = [\"upstream.example.com\"]\nallow_cidr = [\"127.0.0.0/8\"]\nports = [{}]\n",
+            up.port
+        ),
+        0o644,
+    );
+    let volume = format!("{}:/shared", shared.display());
+    let name = format!("airlock-sidecar-{}", common::random_token());
+    let sidecar = Command::new("podman")
+        .args(["run", "-d", "--rm", "--runtime", "runc", "--name", &name])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args([
+            "--network",
+            "host",
+            "-v",
+            &volume,
+            "--entrypoint",
+            "egress-proxy",
+        ])
+        // The statically linked proxy resolves names like any other: from
+        // the container's /etc/hosts here.
+        .args(["--add-host", "upstream.example.com:127.0.0.1"])
+        .arg(TAG)
+        .args([
+            "serve",
+            "--listen",
+            "unix:/shared/egress.sock",
+            "--policy",
+            "/shared/policy.toml",
+            "--audit-log",
+            "/shared/sidecar.jsonl",
+            "--socket-mode",
+            "666",
+        ])
+        .output()
+        .expect("start the sidecar container");
+    assert!(sidecar.status.success(), "{}", text(&sidecar));
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("podman").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _stop = Stop(name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !shared.join("egress.sock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut flags = shipped_flags();
+    flags.extend(
+        [
+            "--network",
+            "none",
+            "-v",
+            &volume,
+            "--entrypoint",
+            "sandbox",
+        ]
+        .map(String::from),
+    );
+    // busybox wget honours http_proxy; the sandbox sets it, and NO_PROXY
+    // (which names 127.0.0.1) is dropped so the request goes through it.
+    let script = format!(
+        "unset NO_PROXY no_proxy; wget -q -O - http://127.0.0.1:{p}/hello; \
+         wget -q -O - http://upstream.example.com:{p}/hello; \
+         wget -q -O - http://127.0.0.1:22/ 2>&1 | head -1; true",
+        p = up.port
+    );
+    let out = podman(
+        &strs(&flags),
+        &[
+            "run",
+            "--audit-log",
+            "stderr",
+            "--egress-socket",
+            "/shared/egress.sock",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("hello from upstream").count(),
+        2,
+        "by address and by name\n{}",
+        text(&out)
+    );
+    let log = std::fs::read_to_string(shared.join("sidecar.jsonl")).unwrap_or_default();
+    assert!(log.contains("\"action\":\"http.request\""), "{log}");
+    assert!(log.contains("\"reason\":\"port-not-allowed\""), "{log}");
 }
