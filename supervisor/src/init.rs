@@ -145,7 +145,9 @@ fn setup(
     // the capabilities go, and before the agent is forked (born inside).
     in_cgroup(go)?;
     crate::cgroup::enter_namespace()?;
-    caps::drop_all()?;
+    if !crate::selftest::weakened("caps") {
+        caps::drop_all()?;
+    }
     // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| SetupError::io("init", "set not dumpable", e))?;

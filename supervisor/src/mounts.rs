@@ -152,6 +152,10 @@ pub fn build_root(root: &Path, steps: &[MountStep]) -> Result<(), SetupError> {
     )
     .map_err(|e| SetupError::io(LAYER, format!("tmpfs on new root {}", root.display()), e))?;
     for step in steps {
+        let mask = matches!(step, MountStep::MaskFile { .. } | MountStep::MaskDir { .. });
+        if mask && crate::selftest::weakened("mounts") {
+            continue;
+        }
         apply(root, step)?;
     }
     pivot(root)

@@ -200,6 +200,13 @@ fn parse(arg: &str) -> Result<Probe, String> {
             let path = needs_value("PATH")?;
             simple(move || read_file(&path))
         }
+        "file-size" => {
+            let path = needs_value("PATH")?;
+            Box::new(move || match std::fs::metadata(&path) {
+                Ok(m) => Outcome::Report(format!("size={}", m.len())),
+                Err(e) => Outcome::Errno(e.raw_os_error().unwrap_or(0)),
+            })
+        }
         "mknod" => {
             let path = cstring(&needs_value("PATH")?)?;
             simple(move || mknod(&path))

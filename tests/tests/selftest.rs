@@ -72,6 +72,8 @@ fn selftest_detects_each_weakened_layer() {
         ("landlock", &["signal-init"]),
         ("rlimits", &["fd-exhaust", "core-limit"]),
         ("cgroup", &["fork-bomb", "mem-hog"]),
+        ("caps", &["caps"]),
+        ("mounts", &["file-size=/etc/shadow"]),
     ];
     for (layer, probes) in cases {
         let out = selftest(Some(layer), true);
