@@ -66,20 +66,23 @@ where
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(state, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .keep_alive(true)
+    let conn = server(&limits)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut shutdown = ctx.shutdown.clone();
-    tokio::select! {
-        _ = conn => {}
-        _ = tunnel::idle(&ctx.meter, limits.idle_timeout) => {}
-        _ = tokio::time::sleep(limits.max_lifetime) => {}
-        _ = crate::until_ended(&mut shutdown) => {}
-    }
+    let serve = async { conn.await.err().map(|e| e.to_string()) };
+    tunnel::bounded(serve, &ctx.meter, &limits, &mut shutdown).await;
+}
+
+/// The HTTP/1.1 server side with our limits on request heads (the plain
+/// proxy port and intercepted tunnels alike).
+pub fn server(limits: &crate::limits::Limits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    b
 }
 
 async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
@@ -119,6 +122,21 @@ pub fn refusal_response(r: &Refusal, target: &str) -> Response<Body> {
         Refusal::Unreachable { .. } => ERROR_HEADER,
     };
     text(r.status(), &[(header, r.reason())], r.message(target))
+}
+
+/// Answers with `r` and records the event (with its status and how long
+/// it took).
+pub fn refuse(
+    ctx: &ConnCtx,
+    mut event: Event,
+    started: Instant,
+    r: &Refusal,
+    target: &str,
+) -> Response<Body> {
+    event.status = Some(r.status());
+    event.duration = started.elapsed();
+    ctx.finish(event);
+    refusal_response(r, target)
 }
 
 /// Denies without touching the network; logs it.
@@ -168,10 +186,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
             let upstream = match intercept::dial(&ctx, &host, port, &mut event).await {
                 Ok(s) => s,
                 Err(r) => {
-                    event.status = Some(r.status());
-                    event.duration = started.elapsed();
-                    ctx.finish(event);
-                    return refusal_response(&r, &target);
+                    return refuse(&ctx, event, started, &r, &target);
                 }
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
@@ -201,10 +216,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
     let upstream = match gate::open(&ctx.proxy, &host, port, &mut event).await {
         Ok(s) => s,
         Err(r) => {
-            event.status = Some(r.status());
-            event.duration = started.elapsed();
-            ctx.finish(event);
-            return refusal_response(&r, &target);
+            return refuse(&ctx, event, started, &r, &target);
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -408,10 +420,7 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
             let stream = match gate::open(&ctx.proxy, &raw_host, port, &mut event).await {
                 Ok(s) => s,
                 Err(r) => {
-                    event.status = Some(r.status());
-                    event.duration = started.elapsed();
-                    ctx.finish(event);
-                    return refusal_response(&r, &target);
+                    return refuse(&ctx, event, started, &r, &target);
                 }
             };
             let ip = event.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
@@ -426,9 +435,7 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
                         detail: e.to_string(),
                     };
                     event.error = Some(e.to_string());
-                    event.status = Some(r.status());
-                    ctx.finish(event);
-                    return refusal_response(&r, &target);
+                    return refuse(&ctx, event, started, &r, &target);
                 }
             }
         }
@@ -466,10 +473,7 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
                 detail: e.to_string(),
             };
             event.error = Some(e.to_string());
-            event.status = Some(r.status());
-            event.duration = started.elapsed();
-            ctx.finish(event);
-            return refusal_response(&r, &format!("{host}:{port}"));
+            return refuse(&ctx, event, started, &r, &format!("{host}:{port}"));
         }
     };
     event.status = Some(resp.status().as_u16());

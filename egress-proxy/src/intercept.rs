@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, HOST, UPGRADE};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -26,7 +26,7 @@ use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 use crate::audit::Event;
 use crate::decide::{decide_target, in_report_mode, Decision};
 use crate::gate;
-use crate::http::{refusal_response, strip_hop_by_hop, Body};
+use crate::http::{refusal_response, refuse, strip_hop_by_hop, Body};
 use crate::inspect::{find_leak, head_bytes, inject, read_ahead};
 use crate::name::{parse_host, Host};
 use crate::proxy::ConnCtx;
@@ -165,19 +165,16 @@ pub async fn serve<S>(
         let tunnel = tunnel.clone();
         async move { Ok::<_, Infallible>(handle(tunnel, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(limits.max_header_bytes)
+    let conn = crate::http::server(&limits)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
     let mut shutdown = ctx.shutdown.clone();
-    tokio::select! {
-        _ = conn => {}
-        _ = tunnel::idle(&ctx.meter, limits.idle_timeout) => event.error = Some("idle timeout".into()),
-        _ = tokio::time::sleep(limits.max_lifetime) => event.error = Some("connection lifetime exceeded".into()),
-        _ = crate::until_ended(&mut shutdown) => event.error = Some("session ended".into()),
-    }
+    // A connection that merely closed is no error for the record.
+    let serve = async {
+        let _ = conn.await;
+        None
+    };
+    event.error = tunnel::bounded(serve, &ctx.meter, &limits, &mut shutdown).await;
     finish(&ctx, event, started);
 }
 
@@ -327,10 +324,7 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
     let mut sender = match take_sender(&tunnel, &mut event).await {
         Ok(s) => s,
         Err(r) => {
-            event.status = Some(r.status());
-            event.duration = started.elapsed();
-            ctx.finish(event);
-            return refusal_response(&r, &host_value);
+            return refuse(&ctx, event, started, &r, &host_value);
         }
     };
     let result = match sender.ready().await {
@@ -345,10 +339,7 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
                 detail: e.to_string(),
             };
             event.error = Some(e.to_string());
-            event.status = Some(r.status());
-            event.duration = started.elapsed();
-            ctx.finish(event);
-            return refusal_response(&r, &host_value);
+            return refuse(&ctx, event, started, &r, &host_value);
         }
     };
     event.status = Some(resp.status().as_u16());

@@ -187,10 +187,5 @@ pub async fn run(
         let (a, b) = tokio::join!(pump(c, u, &meter, true), down);
         a.and(b).err().map(|e| e.to_string())
     };
-    tokio::select! {
-        r = both => r,
-        _ = crate::tunnel::idle(&meter, limits.idle_timeout) => Some("idle timeout".to_string()),
-        _ = tokio::time::sleep(limits.max_lifetime) => Some("connection lifetime exceeded".to_string()),
-        _ = crate::until_ended(&mut shutdown) => Some("session ended".to_string()),
-    }
+    crate::tunnel::bounded(both, &meter, limits, &mut shutdown).await
 }

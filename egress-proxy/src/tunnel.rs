@@ -29,13 +29,30 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut upstream = Metered::new(upstream, meter.clone(), Side::Upstream);
+    let copy = async {
+        tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, BUFFER, BUFFER)
+            .await
+            .err()
+            .map(|e| e.to_string())
+    };
+    bounded(copy, &meter, limits, &mut shutdown).await
+}
+
+/// Runs `work` (which returns why it failed, if it did) until it finishes
+/// or a bound ends it first: no traffic on `meter` for the idle timeout,
+/// the connection lifetime, or the session's end. Returns the reason it
+/// ended early, if it did. Every kind of connection is bounded this way.
+pub async fn bounded(
+    work: impl std::future::Future<Output = Option<String>>,
+    meter: &Meter,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<String> {
     tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, BUFFER, BUFFER) => {
-            r.err().map(|e| e.to_string())
-        }
-        _ = idle(&meter, limits.idle_timeout) => Some("idle timeout".to_string()),
+        r = work => r,
+        _ = idle(meter, limits.idle_timeout) => Some("idle timeout".to_string()),
         _ = tokio::time::sleep(limits.max_lifetime) => Some("connection lifetime exceeded".to_string()),
-        _ = crate::until_ended(&mut shutdown) => Some("session ended".to_string()),
+        _ = crate::until_ended(shutdown) => Some("session ended".to_string()),
     }
 }
 
