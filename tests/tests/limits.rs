@@ -131,8 +131,9 @@ fn memory_hog_is_oom_killed_inside_the_group() {
     out.assert_code(0, "an allocation under the limit works");
 }
 
-/// `cpu = 0.5`: a busy loop gets about half a CPU of time per second of
-/// wall time (bounds are loose: a busy host only lowers it).
+/// `cpu = 0.25`: a busy loop gets at most about a quarter of a CPU per
+/// second of wall time. Only an upper bound is checked: a busy host can
+/// only lower the share, so the check cannot flake on load.
 #[test]
 fn cpu_limit_caps_the_agent_at_its_share() {
     if skip_unless_root("cpu_limit_caps_the_agent_at_its_share") {
