@@ -169,6 +169,24 @@ fn run_session(
         .as_ref()
         .map(crate::handoff::receive)
         .unwrap_or_default();
+    if handoff_ours.is_some() && ports.len() != plan.egress.relay_ports.len() {
+        // Init failed before it could hand them over (its error says why),
+        // or the handover itself broke: either way, no half-wired network.
+        // (Returning drops the guard: init is killed and reaped.)
+        let setup_error = read_all(err_read);
+        return Err(if setup_error.is_empty() {
+            SetupError::new(
+                "network",
+                format!(
+                    "init handed over {} of {} proxy ports",
+                    ports.len(),
+                    plan.egress.relay_ports.len()
+                ),
+            )
+        } else {
+            parse_setup_error(&setup_error)
+        });
+    }
     let agent = egress_proxy::audit::Peer {
         pid: None,
         uid: plan.identity.outer_uid,
