@@ -81,6 +81,13 @@ impl SessionProxy {
         })
     }
 
+    /// Tells every connection the session ended without waiting: the
+    /// proxy winds down while the caller does other teardown work.
+    /// [`SessionProxy::stop`] (or dropping it) then waits for the end.
+    pub fn begin_stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
     /// Tells every connection the session ended, waits for their audit
     /// lines (at most a couple of seconds), and stops.
     pub fn stop(mut self) {

@@ -37,23 +37,21 @@ mod signals;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Command, RunArgs};
 
 /// Exit code for errors of `sandbox` itself.
 const SUPERVISOR_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let command = match cli::parse() {
+        Ok(command) => command,
         Err(e) => {
             let code = if e.use_stderr() { SUPERVISOR_ERROR } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
-    match cli.command {
+    match command {
         Command::Run(args) => run_command(*args),
         Command::Doctor => doctor::main(),
         Command::Policy(cmd) => ExitCode::from(profile::command(*cmd)),

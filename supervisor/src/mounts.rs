@@ -370,9 +370,8 @@ fn placeholder(at: &Path, dir: bool, what: &dyn Fn(&str) -> String) -> Result<()
 /// Creates a directory (and its parents) in the new root. An existing path
 /// is fine: mounting over a directory of a read-only bind needs no write.
 fn make_dir(at: &Path) -> Result<(), SetupError> {
-    if at.is_dir() {
-        return Ok(());
-    }
+    // create_dir_all answers an existing directory with Ok (EEXIST wins
+    // over EROFS), so no stat first.
     fs::create_dir_all(at).map_err(|e| SetupError::io(LAYER, format!("mkdir {}", at.display()), e))
 }
 

@@ -213,16 +213,20 @@ fn run_session(
 
     let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t), &cgroup);
     std::mem::forget(guard);
-    // Init is gone, and the PID namespace with it; the cgroup kill is the
-    // second lock on the door.
+    // Init is gone, and the PID namespace with it: the sandbox's
+    // connections are closing. The proxy records them while we tear down
+    // the rest (dropping it below waits for that).
+    if let Some(p) = &session_proxy {
+        p.begin_stop();
+    }
+    // The cgroup kill is the second lock on the door.
     cgroup.kill_all();
     let usage = cgroup.usage();
     drop(cgroup);
     // Keep the go pipe open until init is gone: its hang-up means "the
     // supervisor died".
     drop(go_write);
-    // The sandbox is gone, so its connections are closing: let the proxy
-    // record them before it stops.
+    // Waits until the proxy has recorded the sandbox's last connections.
     drop(session_proxy);
     if let Some(sc) = &sidecar {
         if !sc.sidecar_alive() {
