@@ -54,6 +54,19 @@ pub fn drop_all() -> Result<(), SetupError> {
     verify_empty()
 }
 
+/// The opposite of [`drop_all`], for the selftest's weakened runs only
+/// (debug builds): every permitted capability becomes inheritable and
+/// ambient, so the agent keeps them across execve.
+pub fn pass_all_to_agent() {
+    let Ok(permitted) = ::caps::read(None, CapSet::Permitted) else {
+        return;
+    };
+    let _ = ::caps::set(None, CapSet::Inheritable, &permitted);
+    for cap in permitted {
+        let _ = ::caps::raise(None, CapSet::Ambient, cap);
+    }
+}
+
 /// Sets `no_new_privs`: execve can never grant privileges again.
 pub fn set_no_new_privs() -> Result<(), SetupError> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| SetupError::io(LAYER, "set no_new_privs", e))

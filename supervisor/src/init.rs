@@ -145,12 +145,18 @@ fn setup(
     // the capabilities go, and before the agent is forked (born inside).
     in_cgroup(go)?;
     crate::cgroup::enter_namespace()?;
-    if !crate::selftest::weakened("caps") {
+    if crate::selftest::weakened("caps") {
+        // The agent keeps init's capabilities (in the sandbox's user
+        // namespace) across execve.
+        caps::pass_all_to_agent();
+    } else {
         caps::drop_all()?;
     }
     // Not dumpable: the agent (same uid) cannot open /proc/1/mem or attach.
-    nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| SetupError::io("init", "set not dumpable", e))?;
+    // (Changing ids already cleared it; this holds it whatever the ids.)
+    // The selftest's weakened runs (debug builds) make init dumpable.
+    nix::sys::prctl::set_dumpable(crate::selftest::weakened("dumpable"))
+        .map_err(|e| SetupError::io("init", "set dumpable", e))?;
     std::env::set_current_dir(&plan.cwd)
         .map_err(|e| SetupError::io("workspace", format!("chdir {}", plan.cwd.display()), e))?;
     Ok(relay)

@@ -27,7 +27,11 @@ pub fn loopback_up() -> Result<(), SetupError> {
                 std::io::Error::last_os_error(),
             ));
         }
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if req.ifr_ifru.ifru_flags & up == up {
+            return Ok(());
+        }
+        req.ifr_ifru.ifru_flags |= up;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
             return Err(SetupError::io(
                 "network",

@@ -172,64 +172,99 @@ impl Drop for Bait {
 /// must not reach the agent.
 const ENV_CANARY: &str = "AIRLOCK_SELFTEST_CANARY";
 
+/// The battery. Where the layer that must refuse answers with its own
+/// errno, the expectation is that errno, not "any refusal": a read-only
+/// bind answers EROFS, the view's absence ENOENT, seccomp EPERM, Landlock
+/// EACCES. So a probe fails when its layer is off even if another layer
+/// (file permissions, a host sysctl) still refuses it; the weakened runs
+/// of tests/tests/selftest.rs rely on that.
 fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
     use Expect::*;
     let w = |rel: &str| format!("write-file={}", ws.join(rel).display());
+    // Landlock refuses TCP connects itself from ABI 4 on; before that the
+    // network namespace does (nothing listens there).
+    let landlock_tcp = if crate::landlock::kernel_abi() >= 4 {
+        Errno("EACCES")
+    } else {
+        Refused
+    };
     let mut b = vec![
-        // Filesystem.
-        check("filesystem", "write-file=/etc/airlock-selftest", Refused),
-        check("filesystem", "write-file=/usr/airlock-selftest", Refused),
+        // Filesystem: read-only binds, the view, Landlock.
+        check(
+            "filesystem",
+            "write-file=/etc/airlock-selftest",
+            Errno("EROFS"),
+        ),
+        check(
+            "filesystem",
+            "write-file=/usr/airlock-selftest",
+            Errno("EROFS"),
+        ),
         check(
             "filesystem",
             format!("read-file={}", bait.dir.join("canary").display()),
-            Refused,
+            Errno("ENOENT"),
         ),
-        check("filesystem", w(".git/hooks/pre-commit"), Refused),
-        check("filesystem", w(".git/config"), Refused),
-        check("filesystem", w(".bashrc"), Refused),
-        check("filesystem", w(".envrc"), Refused),
-        check("filesystem", w(".vscode/tasks.json"), Refused),
+        check("filesystem", w(".git/hooks/pre-commit"), Errno("EROFS")),
+        check("filesystem", w(".git/config"), Errno("EROFS")),
+        check("filesystem", w(".bashrc"), Errno("EROFS")),
+        check("filesystem", w(".envrc"), Errno("EROFS")),
+        check("filesystem", w(".vscode/tasks.json"), Errno("EROFS")),
         check("filesystem", "write-file=/proc/self/exe", Refused),
-        check("filesystem", "write-file=/proc/1/exe", Refused),
-        check("filesystem", "read-file=/proc/1/root/etc/hostname", Refused),
+        // PID 1 is not dumpable: its /proc entries are root's, and hidden.
+        check("filesystem", "write-file=/proc/1/exe", Errno("ENOENT")),
+        check(
+            "filesystem",
+            "read-file=/proc/1/root/etc/hostname",
+            Errno("ENOENT"),
+        ),
         check(
             "filesystem",
             "write-file=/proc/sys/kernel/hostname",
-            Refused,
+            Errno("EROFS"),
         ),
-        check("filesystem", "write-file=/proc/sysrq-trigger", Refused),
+        // Re-bound read-only; absent where the kernel has no magic SysRq.
+        check(
+            "filesystem",
+            "write-file=/proc/sysrq-trigger",
+            if Path::new("/proc/sysrq-trigger").exists() {
+                Errno("EROFS")
+            } else {
+                Errno("ENOENT")
+            },
+        ),
         check(
             "filesystem",
             "write-file=/sys/kernel/uevent_helper",
-            Refused,
+            Errno("ENOENT"),
         ),
-        check("filesystem", "mount-tmpfs", Refused),
-        check("filesystem", "fsopen", Refused),
-        check("filesystem", "open-tree", Refused),
+        check("filesystem", "mount-tmpfs", Errno("EPERM")),
+        check("filesystem", "fsopen", Errno("EPERM")),
+        check("filesystem", "open-tree", Errno("EPERM")),
         check("filesystem", "open-by-handle-at", Refused),
         check("filesystem", "mknod=/tmp/airlock-selftest-node", Refused),
         // Privilege.
         check("privilege", "caps", Deprivileged),
-        check("privilege", "unshare-user", Refused),
-        check("privilege", "clone-newuser", Refused),
+        check("privilege", "unshare-user", Errno("EPERM")),
+        check("privilege", "clone-newuser", Errno("EPERM")),
         check("privilege", "clone3", Errno("ENOSYS")),
         check("privilege", "setns", Refused),
-        // Kernel surface.
-        check("kernel", "bpf", Refused),
-        check("kernel", "perf-event-open", Refused),
-        check("kernel", "userfaultfd", Refused),
-        check("kernel", "io-uring-setup", Refused),
-        check("kernel", "keyctl", Refused),
-        check("kernel", "add-key", Refused),
-        check("kernel", "init-module", Refused),
-        check("kernel", "kexec-load", Refused),
-        check("kernel", "personality-read-implies-exec", Refused),
-        check("kernel", "x32-getpid", Refused),
+        // Kernel surface: seccomp answers EPERM.
+        check("kernel", "bpf", Errno("EPERM")),
+        check("kernel", "perf-event-open", Errno("EPERM")),
+        check("kernel", "userfaultfd", Errno("EPERM")),
+        check("kernel", "io-uring-setup", Errno("EPERM")),
+        check("kernel", "keyctl", Errno("EPERM")),
+        check("kernel", "add-key", Errno("EPERM")),
+        check("kernel", "init-module", Errno("EPERM")),
+        check("kernel", "kexec-load", Errno("EPERM")),
+        check("kernel", "personality-read-implies-exec", Errno("EPERM")),
+        check("kernel", "x32-getpid", Errno("EPERM")),
         check("kernel", "int80-getpid", Refused),
         // Processes.
-        check("processes", "ptrace-attach-1", Refused),
-        check("processes", "process-vm-readv-1", Refused),
-        check("processes", "proc-1-mem", Refused),
+        check("processes", "ptrace-attach-1", Errno("EPERM")),
+        check("processes", "process-vm-readv-1", Errno("EPERM")),
+        check("processes", "proc-1-mem", Errno("ENOENT")),
         check("processes", "signal-init", Refused),
         check(
             "processes",
@@ -237,12 +272,12 @@ fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
             Text("absent".into()),
         ),
         // Network.
-        check("network", "socket-packet", Refused),
-        check("network", "socket-vsock", Refused),
+        check("network", "socket-packet", Errno("EPERM")),
+        check("network", "socket-vsock", Errno("EPERM")),
         check(
             "network",
             format!("tcp-connect=127.0.0.1:{}", bait.tcp_port),
-            Refused,
+            landlock_tcp.clone(),
         ),
         // Through the egress proxy: the SSRF guard and the allowlist. The
         // selftest profile allows only `localhost` (which resolves to
@@ -301,29 +336,30 @@ fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
         check(
             "network",
             format!("tcp-connect=[::1]:{}", bait.tcp_port),
-            Refused,
+            landlock_tcp,
         ),
         check(
             "network",
             format!("udp-send=127.0.0.1:{}", bait.udp_port),
-            Refused,
+            Errno("EPERM"),
         ),
+        // The host's abstract sockets live in its network namespace.
         check(
             "network",
             format!("abstract-connect={}", bait.abstract_name),
-            Refused,
+            Errno("ECONNREFUSED"),
         ),
         check(
             "network",
             format!("read-file={}", bait.dir.join("host.sock").display()),
-            Refused,
+            Errno("ENOENT"),
         ),
         // Resources.
         check("resources", "fork-bomb", ErrnoWithin("EAGAIN", 64)),
         check("resources", "fd-exhaust", ErrnoWithin("EMFILE", 128)),
         check("resources", "tmp-fill", Errno("ENOSPC")),
         check("resources", "core-limit", Text("0/0".into())),
-        check("resources", "mount-cgroup", Refused),
+        check("resources", "mount-cgroup", Errno("EPERM")),
         // Lifecycle: checked on the host after the run.
         check("lifecycle", format!("daemon={marker}"), Text("ok".into())),
     ];
@@ -359,9 +395,22 @@ fn run(json_out: bool) -> Result<bool, String> {
     let prober = ws.join("airlock-probe");
     std::fs::copy(&exe, &prober).map_err(|e| format!("copy {}: {e}", exe.display()))?;
     let _ = std::fs::set_permissions(&prober, std::fs::Permissions::from_mode(0o755));
+    // A repository's hooks and config: the workspace files an agent would
+    // rewrite to run code outside the sandbox later.
+    std::fs::create_dir_all(ws.join(".git/hooks"))
+        .and_then(|()| std::fs::write(ws.join(".git/config"), "[core]\n"))
+        .map_err(|e| format!("create {}/.git: {e}", ws.display()))?;
     if root {
         let id = crate::plan::DEFAULT_UNPRIVILEGED_ID;
-        std::os::unix::fs::chown(&ws, Some(id), Some(id)).map_err(|e| format!("chown: {e}"))?;
+        for path in [
+            ws.clone(),
+            ws.join(".git"),
+            ws.join(".git/hooks"),
+            ws.join(".git/config"),
+        ] {
+            std::os::unix::fs::chown(&path, Some(id), Some(id))
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        }
     }
     let profile = scratch.join("selftest.toml");
     // As an ordinary user the cgroup limits may not be enforceable: run

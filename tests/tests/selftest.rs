@@ -94,3 +94,175 @@ fn selftest_detects_each_weakened_layer() {
         }
     }
 }
+
+/// Probes that no switch can expose, because something outside airlock's
+/// layers refuses them as well, or because turning their layer off would
+/// harm the host. Each names why; every other probe must fail in at least
+/// one weakened run below.
+const GUARDED_BEYOND_AIRLOCK: &[(&str, &str)] = &[
+    (
+        "write-file=/proc/self/exe",
+        "the kernel refuses writes to a running executable (ETXTBSY)",
+    ),
+    (
+        "write-file=/proc/sysrq-trigger",
+        "only where the kernel has no magic SysRq (elsewhere the read-only re-bind is exposed)",
+    ),
+    (
+        "open-by-handle-at",
+        "needs CAP_DAC_READ_SEARCH in the initial user namespace",
+    ),
+    (
+        "mknod=",
+        "device nodes cannot be made in a non-initial user namespace",
+    ),
+    (
+        "userfaultfd",
+        "also refused by the host's vm.unprivileged_userfaultfd = 0, where it is",
+    ),
+    (
+        "list-dir=/run/airlock",
+        "the view is built from scratch; no switch adds host sockets there (the planted \
+         host socket is probed by read-file=.../host.sock, which `view` exposes)",
+    ),
+    (
+        "dns=",
+        "telling needs a resolver the sandbox could reach once its network namespace and \
+         seccomp are off; the weakened runs have none (the host's must never be queried)",
+    ),
+    (
+        "daemon=",
+        "the PID namespace and the cgroup kill both end it; without both it would outlive \
+         the test on the host",
+    ),
+    ("setsid SIGTERM-ignoring daemon after exit", "as daemon="),
+];
+
+/// The weakened runs: single layers, and the combinations that expose
+/// probes guarded twice by airlock itself (a mount needs seccomp, the
+/// capabilities and Landlock all off; a TCP connect to the host needs the
+/// network namespace and Landlock off).
+const WEAKENINGS: &[&str] = &[
+    "seccomp",
+    "landlock",
+    "rlimits",
+    "cgroup",
+    "caps",
+    "mounts",
+    "readonly",
+    "env",
+    "dumpable",
+    "view",
+    "ssrf",
+    "allowlist",
+    "netns",
+    "tmpfs",
+    "seccomp,caps,landlock",
+    "seccomp,caps,dumpable,landlock",
+    "netns,landlock",
+    "netns,seccomp",
+    "view,landlock",
+];
+
+/// `sandbox selftest --json` with `weaken`, in a network namespace of this
+/// test's own (only `lo`, no route, no resolver): weakened network layers
+/// can reach nothing but the test's bait.
+fn selftest_isolated(weaken: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--net",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$0\" selftest --json",
+    ])
+    .arg(sandbox_bin())
+    .stdin(Stdio::null());
+    if let Some(layer) = weaken {
+        cmd.env("AIRLOCK_TEST_WEAKEN", layer);
+    }
+    let out = run_to_end(cmd);
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("weakened {weaken:?}: no JSON report ({e}): {out}"))
+}
+
+/// Probe names without the run's random token (16 hex digits) and ports.
+fn probe_key(probe: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() == 16 {
+            out.push('T');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in probe.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    // Ports: ":digits" at the end.
+    match out.rsplit_once(':') {
+        Some((head, port)) if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => {
+            head.to_owned()
+        }
+        _ => out,
+    }
+}
+
+/// No probe passes vacuously: each one fails when the layers it checks are
+/// turned off, except the few that something beyond airlock also refuses
+/// (listed above, with the reason).
+#[test]
+fn every_probe_fails_when_its_layers_are_off() {
+    if skip_unless_root("every_probe_fails_when_its_layers_are_off") {
+        return;
+    }
+    let results = |report: &serde_json::Value| -> Vec<(String, bool, String)> {
+        report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                (
+                    probe_key(r["probe"].as_str().unwrap_or_default()),
+                    r["pass"] == true,
+                    r["observed"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let base = results(&selftest_isolated(None));
+    let failing: Vec<_> = base.iter().filter(|(_, pass, _)| !pass).collect();
+    assert!(
+        failing.is_empty(),
+        "the full sandbox fails probes: {failing:?}"
+    );
+    let mut exposed: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for weaken in WEAKENINGS {
+        for (probe, pass, _) in results(&selftest_isolated(Some(weaken))) {
+            if !pass {
+                exposed.entry(probe).or_default().push(weaken);
+            }
+        }
+    }
+    let vacuous: Vec<&(String, bool, String)> = base
+        .iter()
+        .filter(|(probe, _, _)| !exposed.contains_key(probe))
+        .filter(|(probe, _, _)| {
+            !GUARDED_BEYOND_AIRLOCK
+                .iter()
+                .any(|(prefix, _)| probe.starts_with(prefix))
+        })
+        .collect();
+    assert!(
+        vacuous.is_empty(),
+        "probes that pass with every layer off (add a switch, or a reason to \
+         GUARDED_BEYOND_AIRLOCK): {vacuous:#?}\nexposed: {exposed:#?}"
+    );
+}
