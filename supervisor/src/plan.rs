@@ -192,7 +192,7 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
                 });
                 rules.push(FsRule {
                     path: path.clone(),
-                    access: FsAccess::ReadOnly,
+                    access: FsAccess::ReadOnlyMount,
                 });
             }
         }
