@@ -160,7 +160,7 @@ pub fn plan(
                 })
                 .collect();
             ProxyPlacement::Session {
-                policy: weakened(policy),
+                policy: session_proxy_policy(policy),
                 credentials: credentials.to_vec(),
                 placeholders,
                 upstream_ca: req.upstream_ca.clone(),
@@ -281,7 +281,7 @@ pub fn proxy_env() -> Vec<(String, String)> {
 /// no resolver and no route out): `ssrf` turns the address guard off (every
 /// range and port allowed, IP literals included), `allowlist` lets names
 /// off the allowlist through (report mode).
-fn weakened(policy: &NetworkPolicy) -> NetworkPolicy {
+fn session_proxy_policy(policy: &NetworkPolicy) -> NetworkPolicy {
     let mut p = policy.clone();
     if crate::selftest::weakened("allowlist") {
         p.report_only = true;

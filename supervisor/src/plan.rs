@@ -671,6 +671,41 @@ mod tests {
     }
 
     #[test]
+    fn session_dir_prefers_a_ram_filesystem() {
+        let mut h = host(1000);
+        let shm_is_tmpfs =
+            on_tmpfs(Path::new("/dev/shm")) && sticky_or_root_owned(Path::new("/dev/shm"));
+        // A disk-backed XDG_RUNTIME_DIR loses to /dev/shm when that is tmpfs.
+        let disk = std::env::current_dir().expect("cwd");
+        if !on_tmpfs(&disk) {
+            h.vars.push(("XDG_RUNTIME_DIR".into(), disk.clone().into()));
+            let dir = session_dir(&h);
+            if shm_is_tmpfs {
+                assert_eq!(
+                    dir.parent(),
+                    Some(Path::new("/dev/shm")),
+                    "{}",
+                    dir.display()
+                );
+            } else {
+                assert_eq!(dir.parent(), Some(disk.as_path()), "{}", dir.display());
+            }
+        }
+        // A tmpfs XDG_RUNTIME_DIR is taken as it is (the user's own).
+        if shm_is_tmpfs {
+            let own =
+                Path::new("/dev/shm").join(format!("airlock-xdg-test-{}", std::process::id()));
+            fs::create_dir_all(&own).expect("create");
+            h.vars.retain(|(k, _)| k != "XDG_RUNTIME_DIR");
+            h.vars.push(("XDG_RUNTIME_DIR".into(), own.clone().into()));
+            let dir = session_dir(&h);
+            let _ = fs::remove_dir(&own);
+            assert_eq!(dir.parent(), Some(own.as_path()));
+            assert!(dir.ends_with("airlock-0123456789abcdef"));
+        }
+    }
+
+    #[test]
     fn root_runs_the_agent_as_nobody_by_default() {
         let plan = build(&Policy::embedded_default(), &request(), &host(0)).expect("plan");
         assert_eq!(plan.identity.outer_uid, DEFAULT_UNPRIVILEGED_ID);
