@@ -19,14 +19,16 @@ pub fn drop_all() -> Result<(), SetupError> {
         // SAFETY: PR_CAPBSET_DROP takes a capability number, nothing else.
         let rc =
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap.index() as libc::c_ulong, 0, 0, 0) };
-        // EINVAL: a capability newer than this kernel (not in its set).
-        let err = std::io::Error::last_os_error();
-        if rc != 0 && err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(SetupError::io(
-                LAYER,
-                format!("drop {cap} from bounding set"),
-                err,
-            ));
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            // EINVAL: a capability newer than this kernel (not in its set).
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(SetupError::io(
+                    LAYER,
+                    format!("drop {cap} from bounding set"),
+                    err,
+                ));
+            }
         }
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointer arguments.
