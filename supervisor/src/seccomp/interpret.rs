@@ -8,6 +8,14 @@ use seccompiler::sock_filter;
 /// filter never emits, on a jump out of the program, or on falling off
 /// its end (the kernel's verifier rejects those too).
 pub fn run(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    run_counted(program, arch, nr, args).0
+}
+
+/// [`run`], also returning how many instructions the answer took: the
+/// kernel emulates the program this way for every syscall number when it
+/// builds its allow cache, on every filter it installs.
+pub fn run_counted(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> (u32, usize) {
+    let mut steps = 0;
     let mut data = Vec::with_capacity(64);
     data.extend_from_slice(&nr.to_ne_bytes());
     data.extend_from_slice(&arch.to_ne_bytes());
@@ -20,6 +28,7 @@ pub fn run(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     loop {
         let i = &program[pc];
         pc += 1;
+        steps += 1;
         match i.code {
             0x20 => {
                 let at = i.k as usize;
@@ -35,7 +44,7 @@ pub fn run(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
                 };
                 pc += usize::from(if taken { i.jt } else { i.jf });
             }
-            0x06 => return i.k,
+            0x06 => return (i.k, steps),
             code => panic!("instruction {code:#x} at {} is not interpreted", pc - 1),
         }
         assert!(pc < program.len(), "jumped or fell off the end");
