@@ -399,9 +399,10 @@ pub fn run_session(
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start the agent", e))?;
     drop(go_write);
-    let session_proxy = match egress {
+    // Idle until the agent connects: the wait below starts it.
+    let mut session_proxy = match egress {
         Some((listener, proxy)) => Some(
-            egress_proxy::SessionProxy::start(listener, Vec::new(), proxy)
+            egress_proxy::SessionProxy::idle(listener, Vec::new(), proxy)
                 .map_err(|e| SetupError::io("network", "start the egress proxy", e))?,
         ),
         None => None,
@@ -414,7 +415,13 @@ pub fn run_session(
         std::mem::forget(guard);
         return Err(crate::run::parse_setup_error(&setup_error));
     }
-    let outcome = crate::run::wait(child, &sfd, plan.timeout.map(|t| started + t), &cgroup);
+    let outcome = crate::run::wait(
+        child,
+        &sfd,
+        plan.timeout.map(|t| started + t),
+        &cgroup,
+        session_proxy.as_mut(),
+    );
     std::mem::forget(guard);
     // The agent called setsid(): its pid is its process group's id.
     let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);

@@ -192,9 +192,10 @@ fn run_session(
         uid: plan.identity.outer_uid,
         gid: plan.identity.outer_gid,
     };
-    let session_proxy = match egress {
+    // Idle until the sandbox connects: the wait below starts it.
+    let mut session_proxy = match egress {
         Some((listener, proxy)) => Some(
-            SessionProxy::start(
+            SessionProxy::idle(
                 listener,
                 ports.into_iter().map(|l| (l, agent)).collect(),
                 proxy,
@@ -210,13 +211,18 @@ fn run_session(
         std::mem::forget(guard);
         return Err(parse_setup_error(&setup_error));
     }
-
-    let outcome = wait(child, &sfd, plan.timeout.map(|t| started + t), &cgroup);
+    let outcome = wait(
+        child,
+        &sfd,
+        plan.timeout.map(|t| started + t),
+        &cgroup,
+        session_proxy.as_mut(),
+    );
     std::mem::forget(guard);
     // Init is gone, and the PID namespace with it: the sandbox's
     // connections are closing. The proxy records them while we tear down
     // the rest (dropping it below waits for that).
-    if let Some(p) = &session_proxy {
+    if let Some(p) = &mut session_proxy {
         p.begin_stop();
     }
     // The cgroup kill is the second lock on the door.
@@ -397,12 +403,14 @@ pub(crate) fn parse_setup_error(text: &str) -> SetupError {
     SetupError::new("init", text.trim_end())
 }
 
-/// Waits for init, forwarding signals and enforcing the deadline.
+/// Waits for init, forwarding signals, enforcing the deadline, and
+/// starting the session proxy when the sandbox first connects.
 pub(crate) fn wait(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<Instant>,
     cgroup: &cgroup::Session,
+    mut proxy: Option<&mut SessionProxy>,
 ) -> Outcome {
     loop {
         if let Some(code) = exited(child) {
@@ -422,13 +430,28 @@ pub(crate) fn wait(
                     .unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(
-            std::os::fd::AsFd::as_fd(sfd),
-            PollFlags::POLLIN,
-        )];
-        match poll(&mut fds, timeout) {
-            Ok(0) | Err(_) => continue,
-            Ok(_) => {}
+        let (signalled, connected) = {
+            let idle = proxy.as_ref().map(|p| p.idle_fds()).unwrap_or_default();
+            let mut fds: Vec<PollFd> = std::iter::once(std::os::fd::AsFd::as_fd(sfd))
+                .chain(idle)
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .collect();
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(_) => continue,
+                Ok(_) => {}
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds[1..].iter().any(ready))
+        };
+        if connected {
+            if let Some(p) = proxy.as_deref_mut() {
+                // On failure the proxy recorded it and closed its sockets:
+                // the sandbox's connections are refused, nothing gets out.
+                let _ = p.run_now();
+            }
+        }
+        if !signalled {
+            continue;
         }
         if let Ok(Some(info)) = sfd.read_signal() {
             let signo = info.ssi_signo as i32;
