@@ -78,7 +78,7 @@ pub fn set_no_new_privs() -> Result<(), SetupError> {
 /// `/proc/thread-self/status` (one read), or set by set where that file
 /// cannot be read.
 fn verify_empty() -> Result<(), SetupError> {
-    if let Ok(status) = std::fs::read_to_string("/proc/thread-self/status") {
+    if let Ok(status) = crate::procfs::read("/proc/thread-self/status") {
         return verify_status(&status);
     }
     for set in [

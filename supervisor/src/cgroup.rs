@@ -202,8 +202,8 @@ pub struct Hierarchies {
 impl Hierarchies {
     /// Reads `/proc/self/mounts` and `/proc/self/cgroup`.
     pub fn current() -> Self {
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mounts = crate::procfs::read("/proc/self/mounts").unwrap_or_default();
+        let own = crate::procfs::read("/proc/self/cgroup").unwrap_or_default();
         let mut h = Self::parse(&mounts, &own);
         if test_switch("v1") {
             h.v2 = None;
@@ -592,7 +592,7 @@ fn write_all(dir: &Path, settings: &[&Setting]) -> Result<(), String> {
 }
 
 fn read_trim(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    crate::procfs::read(path).ok().map(|s| s.trim().to_string())
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -607,7 +607,7 @@ fn read_words(path: &Path) -> Vec<String> {
 
 /// The value of `key` in a flat-keyed file (`cpu.stat`, `memory.events`).
 fn keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = crate::procfs::read(path).ok()?;
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()

@@ -25,6 +25,7 @@ mod network;
 mod plan;
 mod policy;
 mod probes;
+mod procfs;
 mod profile;
 mod relay;
 mod rlimits;

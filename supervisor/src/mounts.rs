@@ -151,12 +151,15 @@ pub fn build_root(root: &Path, steps: &[MountStep]) -> Result<(), SetupError> {
         Some("mode=0755,size=4m,nr_inodes=4096"),
     )
     .map_err(|e| SetupError::io(LAYER, format!("tmpfs on new root {}", root.display()), e))?;
+    let mut dirs = Dirs::new(root);
     for step in steps {
         let mask = matches!(step, MountStep::MaskFile { .. } | MountStep::MaskDir { .. });
         if mask && crate::selftest::weakened("mounts") {
             continue;
         }
-        apply(root, step)?;
+        apply(root, step, &mut dirs)?;
+        // Whatever this step mounted hides what was under it.
+        dirs.covered(&under(root, step.target()));
     }
     pivot(root)
 }
@@ -177,14 +180,14 @@ fn pivot(root: &Path) -> Result<(), SetupError> {
     )
 }
 
-fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
+fn apply(root: &Path, step: &MountStep, dirs: &mut Dirs) -> Result<(), SetupError> {
     let at = under(root, step.target());
     let what = |verb: &str| format!("{verb} {}", step.target().display());
     match step {
         MountStep::Tmpfs {
             mode, owner, size, ..
         } => {
-            make_dir(&at)?;
+            dirs.make(&at)?;
             // Inodes bounded too (one per 16 KiB, like tmpfs's own default
             // for RAM), so a flood of empty files cannot exhaust memory.
             let inodes = (size / TMPFS_BYTES_PER_INODE).max(1024);
@@ -210,7 +213,7 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
         MountStep::Bind {
             source, writable, ..
         } => {
-            make_mount_point(source, &at)?;
+            make_mount_point(source, &at, dirs)?;
             mount(
                 Some(source.as_path()),
                 &at,
@@ -228,7 +231,17 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
             })
         }
         MountStep::Device { source, .. } => {
-            make_mount_point(source, &at)?;
+            // Always a fresh node in the sandbox's own /dev tmpfs.
+            if let Some(parent) = at.parent() {
+                dirs.make(parent)?;
+            }
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&at)
+                .map(drop)
+                .map_err(|e| SetupError::io(LAYER, what("create mount point for"), e))?;
             mount(
                 Some(source.as_path()),
                 &at,
@@ -245,12 +258,12 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
         }
         MountStep::Symlink { points_to, .. } => {
             if let Some(parent) = at.parent() {
-                make_dir(parent)?;
+                dirs.make(parent)?;
             }
             symlink(points_to, &at).map_err(|e| SetupError::io(LAYER, what("symlink"), e))
         }
         MountStep::Proc { .. } => {
-            make_dir(&at)?;
+            dirs.make(&at)?;
             mount(
                 Some("proc"),
                 &at,
@@ -261,7 +274,7 @@ fn apply(root: &Path, step: &MountStep) -> Result<(), SetupError> {
             .map_err(|e| SetupError::io(LAYER, what("proc on"), e))
         }
         MountStep::DevPts { .. } => {
-            make_dir(&at)?;
+            dirs.make(&at)?;
             mount(
                 Some("devpts"),
                 &at,
@@ -374,26 +387,49 @@ fn placeholder(at: &Path, dir: bool, what: &dyn Fn(&str) -> String) -> Result<()
     )
 }
 
-/// Creates a directory (and its parents) in the new root. An existing path
-/// is fine: mounting over a directory of a read-only bind needs no write.
-fn make_dir(at: &Path) -> Result<(), SetupError> {
-    // create_dir_all answers an existing directory with Ok (EEXIST wins
-    // over EROFS), so no stat first.
-    fs::create_dir_all(at).map_err(|e| SetupError::io(LAYER, format!("mkdir {}", at.display()), e))
+/// The directories of the new root known to exist, so each is created
+/// once instead of probed before every step (`/dev`'s nodes, the links at
+/// `/`). A mount forgets what it covers.
+struct Dirs(Vec<PathBuf>);
+
+impl Dirs {
+    fn new(root: &Path) -> Self {
+        Dirs(vec![root.to_path_buf()])
+    }
+
+    /// Creates a directory (and its parents) in the new root. An existing
+    /// path is fine: mounting over a directory of a read-only bind needs
+    /// no write.
+    fn make(&mut self, at: &Path) -> Result<(), SetupError> {
+        if self.0.iter().any(|d| d == at) {
+            return Ok(());
+        }
+        // create_dir_all answers an existing directory with Ok (EEXIST wins
+        // over EROFS), so no stat first.
+        fs::create_dir_all(at)
+            .map_err(|e| SetupError::io(LAYER, format!("mkdir {}", at.display()), e))?;
+        self.0.push(at.to_path_buf());
+        Ok(())
+    }
+
+    /// `at` is now a mount point: what was known beneath it is hidden.
+    fn covered(&mut self, at: &Path) {
+        self.0.retain(|d| d == at || !d.starts_with(at));
+    }
 }
 
 /// Creates a mount point of the same kind as `source` (directory or file).
-fn make_mount_point(source: &Path, at: &Path) -> Result<(), SetupError> {
+fn make_mount_point(source: &Path, at: &Path, dirs: &mut Dirs) -> Result<(), SetupError> {
     let meta = fs::metadata(source)
         .map_err(|e| SetupError::io(LAYER, format!("stat {}", source.display()), e))?;
     if meta.is_dir() {
-        return make_dir(at);
+        return dirs.make(at);
     }
     if fs::symlink_metadata(at).is_ok() {
         return Ok(());
     }
     if let Some(parent) = at.parent() {
-        make_dir(parent)?;
+        dirs.make(parent)?;
     }
     fs::File::create(at)
         .map(drop)
@@ -454,5 +490,18 @@ mod tests {
             under(Path::new("/s/root"), Path::new("/")),
             PathBuf::from("/s/root")
         );
+    }
+
+    #[test]
+    fn a_mount_forgets_the_directories_it_covers() {
+        let mut dirs = Dirs::new(Path::new("/s/root"));
+        dirs.0.push(PathBuf::from("/s/root/dev"));
+        dirs.0.push(PathBuf::from("/s/root/dev/pts"));
+        dirs.0.push(PathBuf::from("/s/root/devices"));
+        dirs.covered(Path::new("/s/root/dev"));
+        let left: Vec<_> = dirs.0.iter().map(|d| d.display().to_string()).collect();
+        assert_eq!(left, ["/s/root", "/s/root/dev", "/s/root/devices"]);
+        dirs.covered(Path::new("/s/root"));
+        assert_eq!(dirs.0, [PathBuf::from("/s/root")]);
     }
 }
