@@ -1,6 +1,7 @@
 //! The agent process: the last steps before the user's command runs.
 //!
-//! Forked from init, it leaves the caller's session (no terminal keystroke
+//! Started by init (sharing init's memory until its execve: spawn.rs),
+//! it leaves the caller's session (no terminal keystroke
 //! injection), restores default signal handling, applies Landlock and then
 //! seccomp, and execs the command, searching the agent's own PATH.
 
@@ -33,8 +34,8 @@ pub fn exec(plan: &SandboxPlan, errors: OwnedFd) -> ! {
         }
         Err(e) => init::report(&errors, &e),
     };
-    // SAFETY: ends this forked child without running the supervisor's
-    // destructors.
+    // SAFETY: ends this child without running any destructor: its memory
+    // is init's (spawn.rs), and what lives there is init's to drop.
     unsafe { libc::_exit(code) }
 }
 

@@ -15,9 +15,8 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 
-use crate::agent;
 use crate::caps;
 use crate::error::SetupError;
 use crate::mounts;
@@ -208,14 +207,11 @@ fn start_agent(
     };
     // SAFETY: this process is single-threaded (a clone of the single-threaded
     // supervisor), so the child may allocate and take locks freely.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop(sfd);
-            drop(relay);
-            agent::exec(plan, errors)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            // Our copy closes now; the agent's closes at execve, which the
+    // The agent's copies of the signalfd and the relay's sockets close at
+    // its execve (it marks every descriptor above stderr close-on-exec).
+    match crate::spawn::agent(plan, &errors) {
+        Ok(child) => {
+            // Our copy closes now; the agent's closed at execve, which the
             // supervisor sees as EOF: setup succeeded.
             drop(errors);
             if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -223,7 +219,7 @@ fn start_agent(
             }
             Ok((child, sfd, relay))
         }
-        Err(e) => Err((SetupError::io("init", "fork the agent", e), errors)),
+        Err(e) => Err((e, errors)),
     }
 }
 

@@ -35,6 +35,7 @@ mod selftest;
 mod session;
 mod sidecar;
 mod signals;
+mod spawn;
 
 use std::process::ExitCode;
 
