@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
-use nix::sys::signal::{signal, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 
 use crate::error::SetupError;
 use crate::init;
@@ -71,19 +71,56 @@ fn confine(plan: &SandboxPlan) -> Result<(), SetupError> {
     seccomp::install(&plan.seccomp)
 }
 
-/// Default dispositions and an empty mask: the supervisor blocks the
-/// forwarded signals and Rust ignores SIGPIPE; the command must see neither.
+/// Blocks every signal (SIGKILL and SIGSTOP cannot be) and restores
+/// default dispositions: the supervisor blocks the forwarded signals and
+/// Rust ignores SIGPIPE, and the command must see neither. The mask opens
+/// only around each execve ([`execve`]): until then this child shares
+/// init's memory (spawn.rs), and a signal stopping it halfway through an
+/// allocation would leave init's heap half-updated.
 fn reset_signals() -> Result<(), SetupError> {
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None)
+        .map_err(|e| SetupError::io("agent", "block signals", e))?;
+    // Every signal, real-time ones included (a caller may ignore those
+    // too, and ignored dispositions survive execve); the raw call because
+    // glibc refuses the two it reserves for itself (32 and 33).
+    let default = KernelSigaction::default();
+    for sig in 1..=NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL registers no Rust code as a handler.
-        unsafe { signal(sig, SigHandler::SigDfl) }
-            .map_err(|e| SetupError::io("agent", format!("reset {sig}"), e))?;
+        // SAFETY: `default` is a valid kernel sigaction (SIG_DFL, no flags,
+        // empty mask) that outlives the call; no old action is read back.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if rc != 0 {
+            return Err(SetupError::io(
+                "agent",
+                format!("reset signal {sig}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
     }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(|e| SetupError::io("agent", "unblock signals", e))
+    Ok(())
+}
+
+/// The highest signal number (the kernel's `_NSIG`).
+const NSIG: libc::c_int = 64;
+
+/// `struct sigaction` as the kernel takes it (not glibc's layout).
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: libc::c_ulong,
+    flags: libc::c_ulong,
+    restorer: libc::c_ulong,
+    mask: u64,
 }
 
 /// Execs the command; returns the exit code for why it could not.
@@ -97,8 +134,9 @@ fn exec_command(plan: &SandboxPlan) -> i32 {
         return NOT_FOUND;
     };
     let name = program.to_string_lossy().into_owned();
+    let args = ExecArgs::new(&plan.argv, &env);
     if program.as_bytes().contains(&b'/') {
-        let err = execve(program, &plan.argv, &env);
+        let err = execve(program, &args);
         return failed(&name, err);
     }
     let path = plan
@@ -107,14 +145,16 @@ fn exec_command(plan: &SandboxPlan) -> i32 {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or(crate::plan::DEFAULT_PATH);
+    let candidates: Vec<CString> = path
+        .split(':')
+        .filter_map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            CString::new([dir.as_bytes(), b"/", program.as_bytes()].concat()).ok()
+        })
+        .collect();
     let mut denied = None;
-    for dir in path.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let Ok(candidate) = CString::new([dir.as_bytes(), b"/", program.as_bytes()].concat())
-        else {
-            continue;
-        };
-        match execve(&candidate, &plan.argv, &env) {
+    for candidate in &candidates {
+        match execve(candidate, &args) {
             Errno::ENOENT | Errno::ENOTDIR => continue,
             Errno::EACCES => denied = Some(Errno::EACCES),
             other => return failed(&name, other),
@@ -129,10 +169,46 @@ fn exec_command(plan: &SandboxPlan) -> i32 {
     }
 }
 
-fn execve(path: &CStr, argv: &[CString], env: &[CString]) -> Errno {
-    match nix::unistd::execve(path, argv, env) {
-        Err(e) => e,
-        Ok(never) => match never {},
+/// execve's NULL-terminated argument and environment arrays, built once:
+/// nothing is allocated while signals are open around the call.
+struct ExecArgs<'a> {
+    argv: Vec<*const libc::c_char>,
+    env: Vec<*const libc::c_char>,
+    _strings: std::marker::PhantomData<&'a CString>,
+}
+
+impl<'a> ExecArgs<'a> {
+    fn new(argv: &'a [CString], env: &'a [CString]) -> Self {
+        let array = |v: &'a [CString]| {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        ExecArgs {
+            argv: array(argv),
+            env: array(env),
+            _strings: std::marker::PhantomData,
+        }
+    }
+}
+
+/// One execve with the signal mask open for exactly the call (blocked
+/// again if it fails); returns why it failed.
+fn execve(path: &CStr, args: &ExecArgs) -> Errno {
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: the sets are initialised by sigfillset/sigemptyset before use;
+    // the arrays are NULL-terminated and point into strings that `args`
+    // borrows for the whole call.
+    unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::sigemptyset(none.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+        libc::execve(path.as_ptr(), args.argv.as_ptr(), args.env.as_ptr());
+        let err = Errno::last();
+        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), std::ptr::null_mut());
+        err
     }
 }
 

@@ -205,8 +205,6 @@ fn start_agent(
         Ok(s) => s,
         Err(e) => return Err((SetupError::io("init", "signalfd", e), errors)),
     };
-    // SAFETY: this process is single-threaded (a clone of the single-threaded
-    // supervisor), so the child may allocate and take locks freely.
     // The agent's copies of the signalfd and the relay's sockets close at
     // its execve (it marks every descriptor above stderr close-on-exec).
     match crate::spawn::agent(plan, &errors) {

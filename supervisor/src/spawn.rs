@@ -5,13 +5,25 @@
 //! address space (a copy of the supervisor's, several megabytes) is copied
 //! into it, faulted in again by its writes, and torn down by its exec.
 //!
-//! What makes the sharing safe: the child only reads the plan; what it
-//! changes is its own (credentials, Landlock domain, seccomp filter,
-//! descriptor table, signal dispositions and mask, session); whatever it
-//! allocates stays allocated, and malloc is consistent because init is
-//! not running. It ends in `execve` (a fresh address space: the agent
-//! never sees init's memory) or `_exit`. It runs on a stack of its own,
-//! with an unmapped guard page below so an overflow faults instead of
+//! What makes the sharing safe:
+//! - the child only reads the plan and drops nothing of init's; what it
+//!   changes is its own (Landlock domain, seccomp filter, no_new_privs,
+//!   rlimits, descriptor table, signal dispositions and mask, session);
+//! - it allocates and frees on init's heap, which stays consistent: init
+//!   is single-threaded (checked in debug builds) and suspended, and the
+//!   child blocks every signal until the execve call itself (agent.rs), so
+//!   none can stop it halfway through an allocation (only SIGKILL, which
+//!   cannot be blocked, and which kills the whole sandbox when it comes
+//!   from the supervisor);
+//! - it ends in `execve` (a fresh address space: the agent never sees
+//!   init's memory) or `_exit`;
+//! - init is not dumpable, and dumpability lives with the memory, so
+//!   nothing can attach to the child while it shares it. (Changing the
+//!   child's uid, gid or capabilities would reset that flag for both:
+//!   those changes belong in init, before the spawn.)
+//!
+//! It runs on a stack of its own (it uses ~11 KiB in debug builds), with
+//! a `PROT_NONE` guard page below so an overflow faults instead of
 //! writing into init's memory.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -30,6 +42,10 @@ const STACK_BYTES: usize = 1 << 20;
 /// Starts the agent (see [`agent::exec`]); returns once it has exec'd or
 /// failed (then `errors` says why).
 pub fn agent(plan: &SandboxPlan, errors: &OwnedFd) -> Result<Pid, SetupError> {
+    debug_assert!(
+        single_threaded(),
+        "init must be single-threaded to share its heap"
+    );
     let mut stack = Stack::new(STACK_BYTES)?;
     let errors_fd = errors.as_raw_fd();
     let child = Box::new(move || -> isize {
@@ -49,6 +65,16 @@ pub fn agent(plan: &SandboxPlan, errors: &OwnedFd) -> Result<Pid, SetupError> {
         )
     }
     .map_err(|e| SetupError::io("init", "start the agent", e))
+}
+
+/// Whether this process has one thread (`Threads:` in its status).
+fn single_threaded() -> bool {
+    crate::procfs::read("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
+        })
+        .unwrap_or(false)
 }
 
 /// An anonymous mapping with its lowest page unmapped-in-effect

@@ -423,6 +423,27 @@ fn capabilities_are_dropped_and_no_new_privs_is_set() {
     assert_deprivileged(report.get("caps"), &report.output);
 }
 
+/// The command starts as from a fresh shell: no signal blocked and none
+/// ignored, although the supervisor blocks the ones it forwards, Rust
+/// ignores SIGPIPE, and the agent blocks everything until its execve.
+#[test]
+fn the_command_starts_with_no_signal_blocked_or_ignored() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"]);
+    out.assert_code(0, "grep should run");
+    for field in ["SigBlk:", "SigIgn:"] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {out}"));
+        assert!(
+            line.trim_end().ends_with("0000000000000000"),
+            "{line}\n{out}"
+        );
+    }
+}
+
 /// Started by root, the agent is not root: it runs as nobody (65534).
 #[test]
 fn running_as_root_drops_the_agent_to_nobody() {
