@@ -225,8 +225,10 @@ fn run_session(
     if let Some(p) = &mut session_proxy {
         p.begin_stop();
     }
-    // The cgroup kill is the second lock on the door.
-    cgroup.kill_all();
+    // No kill first: init's exit took every process of its PID namespace
+    // with it, and only those can be in the cgroup. Should one remain,
+    // dropping the cgroup kills it before removing the directory (the
+    // second lock on the door).
     let usage = cgroup.usage();
     drop(cgroup);
     // Keep the go pipe open until init is gone: its hang-up means "the
