@@ -415,12 +415,13 @@ pub fn run_session(
         std::mem::forget(guard);
         return Err(crate::run::parse_setup_error(&setup_error));
     }
-    let outcome = crate::run::wait(
+    let (outcome, _) = crate::run::wait(
         child,
         &sfd,
         plan.timeout.map(|t| started + t),
         &cgroup,
         session_proxy.as_mut(),
+        None,
     );
     std::mem::forget(guard);
     // The agent called setsid(): its pid is its process group's id.

@@ -28,7 +28,7 @@ use crate::signals;
 /// Exit code when the sandbox could not be set up.
 pub const SETUP_FAILED: i32 = 125;
 
-/// The two pipes between the supervisor and init.
+/// The pipes between the supervisor and init.
 pub struct Channels {
     /// Readable once the supervisor has written our id maps; hangs up when
     /// the supervisor dies.
@@ -39,6 +39,10 @@ pub struct Channels {
     /// Where the proxy ports go when the session proxy serves them itself
     /// (see `handoff.rs`); absent with a sidecar, when init relays them.
     pub handoff: Option<OwnedFd>,
+    /// The agent's exit status goes here once nothing of the sandbox but
+    /// init is left, so the supervisor can tear down while init's own exit
+    /// (its namespaces' teardown) runs.
+    pub status: OwnedFd,
 }
 
 /// Runs as PID 1 in the new namespaces and never returns.
@@ -47,10 +51,16 @@ pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
         go,
         errors,
         handoff,
+        status,
     } = channels;
     let code = match setup(plan, new_root, &go, handoff) {
         Ok(relay) => match start_agent(plan, errors, relay) {
-            Ok((agent, sfd, relay)) => supervise(agent, &sfd, relay),
+            Ok((agent, sfd, relay)) => {
+                let code = supervise(agent, &sfd, relay);
+                end_sandbox();
+                let _ = nix::unistd::write(&status, &code.to_le_bytes());
+                code
+            }
             Err((e, errors)) => report(&errors, &e),
         },
         Err(e) => report(&errors, &e),
@@ -218,6 +228,24 @@ fn start_agent(
             Ok((child, sfd, relay))
         }
         Err(e) => Err((e, errors)),
+    }
+}
+
+/// Kills every other process of the sandbox and reaps them all. As PID 1
+/// of the sandbox's PID namespace, kill(-1) reaches every process in it
+/// (all run as the agent's user, and none can have gained another: no
+/// capabilities, no_new_privs), and a fork racing with it fails rather
+/// than leave a child behind. What the kernel does when init exits, done
+/// before init reports the status, so that nothing but init's own exit
+/// remains then.
+fn end_sandbox() {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+            Ok(_) | Err(Errno::EINTR) => continue,
+            // ECHILD: nobody left.
+            Err(_) => return,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! clones init into new namespaces, writes its id maps, relays setup errors,
 //! forwards signals, enforces the timeout and returns the exit code.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cgroup::{self, Usage};
+use crate::cgroup;
 use crate::egress::{CaBundle, ProxyPlacement};
 use crate::error::SetupError;
 use crate::init::{self, Channels};
@@ -71,29 +71,35 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         audit.set_redactions(i.credentials.redactions());
     }
     audit.start(plan);
+    // A full session records its end itself (while init's exit runs); the
+    // degraded one returns its usage for it.
     let result = match plan.isolation {
-        crate::degraded::Isolation::Full => run_session(plan, &audit, interception),
+        crate::degraded::Isolation::Full => {
+            run_session(plan, &audit, interception).map(|o| (o, None))
+        }
         crate::degraded::Isolation::LandlockOnly => {
-            crate::degraded::run_session(plan, &audit, interception)
+            crate::degraded::run_session(plan, &audit, interception).map(|(o, u)| (o, Some(u)))
         }
     };
-    if let Err(e) = &result {
-        audit.isolation_failure(e);
+    match &result {
+        Ok((_, None)) => {}
+        Ok((outcome, Some(usage))) => audit.end(Ok(*outcome), Some(usage)),
+        Err(e) => {
+            audit.isolation_failure(e);
+            audit.end(Err(e), None);
+        }
     }
-    audit.end(
-        result.as_ref().map(|(o, _)| *o),
-        result.as_ref().ok().map(|(_, u)| u),
-    );
     result.map(|(outcome, _)| outcome)
 }
 
-/// One session from the session directory to teardown; returns how it
-/// ended and what it used (cgroup accounting, for session.end).
+/// One session from the session directory to teardown; records its end
+/// (with what it used, from the cgroup) and returns how it ended. Nothing
+/// fails once the end is recorded.
 fn run_session(
     plan: &SandboxPlan,
     audit: &crate::audit::SessionAudit,
     interception: Option<Interception>,
-) -> Result<(Outcome, Usage), SetupError> {
+) -> Result<Outcome, SetupError> {
     let started = Instant::now();
     let id = &plan.identity;
     let session = SessionDir::create(
@@ -114,6 +120,7 @@ fn run_session(
     }
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
     let mask = signals::supervised();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| SetupError::io("supervisor", "block signals", e))?;
@@ -134,6 +141,7 @@ fn run_session(
             drop(sidecar);
             drop(go_write);
             drop(err_read);
+            drop(status_read);
             drop(handoff_ours);
             init::run(
                 plan,
@@ -142,6 +150,7 @@ fn run_session(
                     go: go_read,
                     errors: err_write,
                     handoff: handoff_init,
+                    status: status_write,
                 },
             )
         }
@@ -149,6 +158,7 @@ fn run_session(
     };
     drop(go_read);
     drop(err_write);
+    drop(status_write);
     drop(handoff_init);
     // From here on, any early return must not leave the child behind.
     let guard = KillOnDrop(child);
@@ -211,30 +221,23 @@ fn run_session(
         std::mem::forget(guard);
         return Err(parse_setup_error(&setup_error));
     }
-    let outcome = wait(
+    let (outcome, reaped) = wait(
         child,
         &sfd,
         plan.timeout.map(|t| started + t),
         &cgroup,
         session_proxy.as_mut(),
+        Some(&status_read),
     );
-    std::mem::forget(guard);
-    // Init is gone, and the PID namespace with it: the sandbox's
-    // connections are closing. The proxy records them while we tear down
-    // the rest (dropping it below waits for that).
+    // The agent and everything it started are gone: init reported the
+    // status only after killing and reaping them (or init itself is gone).
+    // What may remain is init's own exit, the teardown of the sandbox's
+    // namespaces; ours runs meanwhile. The sandbox's connections are
+    // closing: the proxy records them (dropping it below waits for that).
     if let Some(p) = &mut session_proxy {
         p.begin_stop();
     }
-    // No kill first: init's exit took every process of its PID namespace
-    // with it, and only those can be in the cgroup. Should one remain,
-    // dropping the cgroup kills it before removing the directory (the
-    // second lock on the door).
     let usage = cgroup.usage();
-    drop(cgroup);
-    // Keep the go pipe open until init is gone: its hang-up means "the
-    // supervisor died".
-    drop(go_write);
-    // Waits until the proxy has recorded the sandbox's last connections.
     drop(session_proxy);
     if let Some(sc) = &sidecar {
         if !sc.sidecar_alive() {
@@ -246,7 +249,25 @@ fn run_session(
     }
     drop(sidecar);
     drop(session);
-    Ok((outcome, usage))
+    audit.end(Ok(outcome), Some(&usage));
+    if !reaped {
+        reap(child);
+    }
+    std::mem::forget(guard);
+    // No kill first: init's exit took every process of its PID namespace
+    // with it, and only those can be in the cgroup. Should one remain,
+    // dropping the cgroup kills it before removing the directory (the
+    // second lock on the door).
+    drop(cgroup);
+    // Kept open until init is gone: its hang-up means "the supervisor
+    // died".
+    drop(go_write);
+    Ok(outcome)
+}
+
+/// Waits for `child` to be gone.
+fn reap(child: Pid) {
+    while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
 }
 
 /// `airlock-<first 16 hex digits of the session id>`.
@@ -406,17 +427,21 @@ pub(crate) fn parse_setup_error(text: &str) -> SetupError {
 }
 
 /// Waits for init, forwarding signals, enforcing the deadline, and
-/// starting the session proxy when the sandbox first connects.
+/// starting the session proxy when the sandbox first connects. Returns
+/// how the session ended and whether `child` was reaped: with a `status`
+/// pipe, init reports the agent's status once it is the sandbox's last
+/// process, and this returns then, before init's own exit is over.
 pub(crate) fn wait(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<Instant>,
     cgroup: &cgroup::Session,
     mut proxy: Option<&mut SessionProxy>,
-) -> Outcome {
+    mut status: Option<&OwnedFd>,
+) -> (Outcome, bool) {
     loop {
         if let Some(code) = exited(child) {
-            return Outcome::Exited(code);
+            return (Outcome::Exited(code), true);
         }
         let timeout = match deadline {
             None => PollTimeout::NONE,
@@ -425,16 +450,18 @@ pub(crate) fn wait(
                 if left.is_zero() {
                     cgroup.kill_all();
                     let _ = kill(child, Signal::SIGKILL);
-                    let _ = waitpid(child, None);
-                    return Outcome::TimedOut;
+                    reap(child);
+                    return (Outcome::TimedOut, true);
                 }
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
                     .unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signalled, connected) = {
+        let (signalled, reported, connected) = {
             let idle = proxy.as_ref().map(|p| p.idle_fds()).unwrap_or_default();
-            let mut fds: Vec<PollFd> = std::iter::once(std::os::fd::AsFd::as_fd(sfd))
+            let mut fds: Vec<PollFd> = [Some(sfd.as_fd()), status.map(|s| s.as_fd())]
+                .into_iter()
+                .flatten()
                 .chain(idle)
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
@@ -443,8 +470,23 @@ pub(crate) fn wait(
                 Ok(_) => {}
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds[1..].iter().any(ready))
+            let watched = 1 + usize::from(status.is_some());
+            (
+                ready(&fds[0]),
+                status.is_some() && ready(&fds[1]),
+                fds[watched..].iter().any(ready),
+            )
         };
+        if let (true, Some(pipe)) = (reported, status) {
+            let mut code = [0u8; 4];
+            match nix::unistd::read(pipe, &mut code) {
+                Ok(4) => return (Outcome::Exited(i32::from_le_bytes(code)), false),
+                Err(nix::errno::Errno::EINTR) => {}
+                // Init is gone without a report (it failed, or was
+                // killed): reaping it gives the status.
+                _ => status = None,
+            }
+        }
         if connected {
             if let Some(p) = proxy.as_deref_mut() {
                 // On failure the proxy recorded it and closed its sockets:
