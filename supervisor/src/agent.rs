@@ -80,12 +80,18 @@ fn confine(plan: &SandboxPlan) -> Result<(), SetupError> {
 fn reset_signals() -> Result<(), SetupError> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None)
         .map_err(|e| SetupError::io("agent", "block signals", e))?;
-    // Every signal, real-time ones included (a caller may ignore those
-    // too, and ignored dispositions survive execve); the raw call because
-    // glibc refuses the two it reserves for itself (32 and 33).
+    // Only ignored dispositions survive execve (handlers turn into SIG_DFL
+    // by themselves), so the ignored ones are reset: real-time ones
+    // included (a caller may ignore those too), with the raw call because
+    // glibc refuses the two it reserves for itself (32 and 33). Every
+    // signal when /proc cannot say which.
+    let ignored = crate::procfs::read("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| ignored_signals(&s))
+        .unwrap_or(u64::MAX);
     let default = KernelSigaction::default();
     for sig in 1..=NSIG {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || ignored & (1 << (sig - 1)) == 0 {
             continue;
         }
         // SAFETY: `default` is a valid kernel sigaction (SIG_DFL, no flags,
@@ -108,6 +114,12 @@ fn reset_signals() -> Result<(), SetupError> {
         }
     }
     Ok(())
+}
+
+/// The `SigIgn:` mask of a `/proc/*/status` text (bit N-1: signal N).
+fn ignored_signals(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// The highest signal number (the kernel's `_NSIG`).
@@ -218,5 +230,21 @@ fn failed(name: &str, err: Errno) -> i32 {
         NOT_FOUND
     } else {
         CANNOT_EXECUTE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ignored_mask_is_read_from_status() {
+        let status =
+            "Name:\tsh\nSigBlk:\t0000000000010000\nSigIgn:\t0000000180001000\nSigCgt:\t0\n";
+        let mask = ignored_signals(status).expect("a mask");
+        assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 1 << (libc::SIGPIPE - 1));
+        assert_ne!(mask & (1 << 31), 0, "signal 32");
+        assert_eq!(mask & (1 << (libc::SIGCHLD - 1)), 0);
+        assert_eq!(ignored_signals("Name:\tsh\n"), None);
     }
 }
