@@ -55,21 +55,10 @@ struct Idle {
 }
 
 impl SessionProxy {
-    /// Serves `listener` (already bound, so the socket exists before the
-    /// sandbox starts) on a new thread, now.
+    /// Holds `listener` (already bound, so the socket exists before the
+    /// sandbox starts) without a thread; see [`SessionProxy::idle_fds`].
     /// `tcp` are listening sockets bound inside the sandbox's network
     /// namespace (by init), served directly with the agent's identity.
-    pub fn start(
-        listener: StdUnixListener,
-        tcp: Vec<(std::net::TcpListener, Peer)>,
-        proxy: Arc<Proxy>,
-    ) -> std::io::Result<Self> {
-        let mut session = Self::idle(listener, tcp, proxy)?;
-        session.run_now()?;
-        Ok(session)
-    }
-
-    /// Holds the sockets without a thread; see [`SessionProxy::idle_fds`].
     pub fn idle(
         listener: StdUnixListener,
         tcp: Vec<(std::net::TcpListener, Peer)>,

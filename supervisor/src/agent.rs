@@ -208,20 +208,16 @@ impl<'a> ExecArgs<'a> {
 /// One execve with the signal mask open for exactly the call (blocked
 /// again if it fails); returns why it failed.
 fn execve(path: &CStr, args: &ExecArgs) -> Errno {
-    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: the sets are initialised by sigfillset/sigemptyset before use;
-    // the arrays are NULL-terminated and point into strings that `args`
-    // borrows for the whole call.
-    unsafe {
-        libc::sigfillset(all.as_mut_ptr());
-        libc::sigemptyset(none.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
-        libc::execve(path.as_ptr(), args.argv.as_ptr(), args.env.as_ptr());
-        let err = Errno::last();
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), std::ptr::null_mut());
-        err
-    }
+    let mask = |set: SigSet| {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&set), None);
+    };
+    mask(SigSet::empty());
+    // SAFETY: the arrays are NULL-terminated and point into strings that
+    // `args` borrows for the whole call.
+    unsafe { libc::execve(path.as_ptr(), args.argv.as_ptr(), args.env.as_ptr()) };
+    let err = Errno::last();
+    mask(SigSet::all());
+    err
 }
 
 fn failed(name: &str, err: Errno) -> i32 {
