@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -389,32 +389,53 @@ fn placeholder(at: &Path, dir: bool, what: &dyn Fn(&str) -> String) -> Result<()
 
 /// The directories of the new root known to exist, so each is created
 /// once instead of probed before every step (`/dev`'s nodes, the links at
-/// `/`). A mount forgets what it covers.
-struct Dirs(Vec<PathBuf>);
+/// `/`). A mount forgets what it covers. Kept as normalized bytes (no
+/// `//`, `.` or trailing `/`): compared once per mount step against every
+/// entry, `Path`'s component-wise comparisons were a measurable part of a
+/// start.
+struct Dirs(Vec<Vec<u8>>);
 
 impl Dirs {
     fn new(root: &Path) -> Self {
-        Dirs(vec![root.to_path_buf()])
+        Dirs(vec![normalized(root)])
     }
 
     /// Creates a directory (and its parents) in the new root. An existing
     /// path is fine: mounting over a directory of a read-only bind needs
     /// no write.
     fn make(&mut self, at: &Path) -> Result<(), SetupError> {
-        if self.0.iter().any(|d| d == at) {
+        let key = normalized(at);
+        if self.0.contains(&key) {
             return Ok(());
         }
         // create_dir_all answers an existing directory with Ok (EEXIST wins
         // over EROFS), so no stat first.
         fs::create_dir_all(at)
             .map_err(|e| SetupError::io(LAYER, format!("mkdir {}", at.display()), e))?;
-        self.0.push(at.to_path_buf());
+        self.0.push(key);
         Ok(())
     }
 
     /// `at` is now a mount point: what was known beneath it is hidden.
     fn covered(&mut self, at: &Path) {
-        self.0.retain(|d| d == at || !d.starts_with(at));
+        let at = normalized(at);
+        self.0.retain(|d| !strictly_under(d, &at));
+    }
+}
+
+/// `path` as bytes, spelled the one way its components allow.
+fn normalized(path: &Path) -> Vec<u8> {
+    path.components()
+        .collect::<PathBuf>()
+        .into_os_string()
+        .into_vec()
+}
+
+/// Whether normalized `path` lies beneath normalized `dir` (not at it).
+fn strictly_under(path: &[u8], dir: &[u8]) -> bool {
+    match path.strip_prefix(dir) {
+        Some(rest) => dir.ends_with(b"/") ^ rest.starts_with(b"/") && !rest.is_empty(),
+        None => false,
     }
 }
 
@@ -495,13 +516,17 @@ mod tests {
     #[test]
     fn a_mount_forgets_the_directories_it_covers() {
         let mut dirs = Dirs::new(Path::new("/s/root"));
-        dirs.0.push(PathBuf::from("/s/root/dev"));
-        dirs.0.push(PathBuf::from("/s/root/dev/pts"));
-        dirs.0.push(PathBuf::from("/s/root/devices"));
-        dirs.covered(Path::new("/s/root/dev"));
-        let left: Vec<_> = dirs.0.iter().map(|d| d.display().to_string()).collect();
+        for d in ["/s/root/dev/", "/s/root//dev/pts", "/s/root/devices"] {
+            dirs.0.push(normalized(Path::new(d)));
+        }
+        dirs.covered(Path::new("/s/root/dev/"));
+        let left: Vec<_> = dirs.0.iter().map(|d| String::from_utf8_lossy(d)).collect();
         assert_eq!(left, ["/s/root", "/s/root/dev", "/s/root/devices"]);
         dirs.covered(Path::new("/s/root"));
-        assert_eq!(dirs.0, [PathBuf::from("/s/root")]);
+        assert_eq!(dirs.0, [b"/s/root".to_vec()]);
+        // Everything is beneath "/".
+        dirs.0.push(normalized(Path::new("/s/x")));
+        dirs.covered(Path::new("/"));
+        assert!(dirs.0.is_empty());
     }
 }
