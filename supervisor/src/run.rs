@@ -221,6 +221,13 @@ fn run_session(
         std::mem::forget(guard);
         return Err(parse_setup_error(&setup_error));
     }
+    // The agent has started, so init's mounts are in place: they hold the
+    // new root and the files bound from the session directory (the egress
+    // socket, the CA bundle), and their names on the host are no longer
+    // needed. Removing the directory now takes it off the path from the
+    // agent's exit to ours, and leaves nothing behind should the
+    // supervisor be killed.
+    drop(session);
     let (outcome, reaped) = wait(
         child,
         &sfd,
@@ -248,7 +255,6 @@ fn run_session(
         }
     }
     drop(sidecar);
-    drop(session);
     audit.end(Ok(outcome), Some(&usage));
     if !reaped {
         reap(child);

@@ -931,6 +931,50 @@ fn sigkill_of_the_supervisor_kills_the_sandbox() {
     );
 }
 
+/// The session directory (the new root's mount point, the egress socket
+/// and CA bundle that init binds into the sandbox) is removed as soon as
+/// the agent has started: nothing is left on the host should the
+/// supervisor die, and the bound socket still carries the agent's
+/// connections.
+#[test]
+fn the_session_directory_is_gone_while_the_agent_runs() {
+    let sb = Sandbox::new();
+    // The supervisor makes its session directory in XDG_RUNTIME_DIR when
+    // that is on tmpfs: a private one, so no other session shows up in it.
+    let runtime = TempDir::new("/dev/shm", "airlock-xdg");
+    // As root, init (as the agent's uid) reaches the new root through it.
+    set_mode(runtime.path(), 0o755);
+    let sessions = || -> Vec<String> {
+        std::fs::read_dir(runtime.path())
+            .expect("list XDG_RUNTIME_DIR")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let script = "echo started; sleep 4; python3 -c \"import socket; \
+        s = socket.socket(socket.AF_UNIX); s.connect('/run/airlock/egress.sock'); \
+        print('connected')\"";
+    let mut cmd = sb.command(&["/bin/sh", "-c", script]);
+    cmd.env("XDG_RUNTIME_DIR", runtime.path());
+    let mut running = Streaming::spawn(cmd);
+    running.wait_for_line("started", RUN_DEADLINE);
+    // Bounded by the agent's sleep: once it ends, the directory goes anyway.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut left = sessions();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = sessions();
+    }
+    let still_running = running.child.try_wait().expect("try_wait").is_none();
+    let out = running.finish();
+    assert!(
+        still_running && left.is_empty(),
+        "the session directory outlived the agent's start: {left:?}\n{out}"
+    );
+    out.assert_code(0, "the agent should connect through the bound socket");
+    assert!(out.stdout.contains("connected"), "{out}");
+}
+
 /// The agent's exit status is passed through.
 #[test]
 fn agent_exit_status_is_returned() {
