@@ -310,6 +310,9 @@ pub struct Session {
     v2: Option<PathBuf>,
     /// v1 directories by controller.
     v1: Vec<(&'static str, PathBuf)>,
+    /// The controllers enabled for the v2 directory: a counter file of a
+    /// controller that is not is simply absent, so it is not looked for.
+    v2_controllers: Vec<String>,
     /// Where each applied limit lives: (`memory`, `v1`), ...
     applied: Vec<(&'static str, Version)>,
     /// Limits skipped because of `best_effort`.
@@ -335,6 +338,7 @@ impl Session {
         let mut s = Session {
             v2: None,
             v1: Vec::new(),
+            v2_controllers: Vec::new(),
             applied: Vec::new(),
             skipped: Vec::new(),
         };
@@ -350,6 +354,7 @@ impl Session {
                 Err(e) => v2_error = format!("cannot create {}: {e}", dir.display()),
             }
         }
+        s.v2_controllers = v2_controllers.clone();
         let v2s = v2_settings(limits);
         let v1s = v1_settings(limits);
         for limit in ["memory", "pids", "cpu"] {
@@ -516,11 +521,18 @@ impl Session {
     pub fn usage(&self) -> Usage {
         let mut u = Usage::default();
         if let Some(dir) = &self.v2 {
+            let enabled = |c: &str| self.v2_controllers.iter().any(|x| x == c);
             u.cpu_usec = keyed(&dir.join("cpu.stat"), "usage_usec");
-            u.peak_memory_bytes = read_u64(&dir.join("memory.peak"));
-            if keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0 {
-                u.limit_hit = Some("memory");
-            } else if keyed(&dir.join("pids.events"), "max").unwrap_or(0) > 0 {
+            if enabled("memory") {
+                u.peak_memory_bytes = read_u64(&dir.join("memory.peak"));
+                if keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0 {
+                    u.limit_hit = Some("memory");
+                }
+            }
+            if u.limit_hit.is_none()
+                && enabled("pids")
+                && keyed(&dir.join("pids.events"), "max").unwrap_or(0) > 0
+            {
                 u.limit_hit = Some("pids");
             }
         }
@@ -666,6 +678,45 @@ pub fn host_support() -> Vec<Support> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A v2 group's counters, read from a directory that stands in for
+    /// cgroupfs: the memory and pids files count only where their
+    /// controller is enabled (elsewhere cgroupfs has no such files).
+    #[test]
+    fn usage_reads_the_counters_of_enabled_controllers_only() {
+        let parent = std::env::temp_dir().join(format!("airlock-cg-usage-{}", std::process::id()));
+        fs::create_dir_all(&parent).expect("parent");
+        for (controllers, peak, hit) in [
+            ("cpu memory pids", Some(4096), Some("pids")),
+            ("cpu", None, None),
+        ] {
+            fs::write(parent.join("cgroup.subtree_control"), controllers).expect("controllers");
+            let h = Hierarchies {
+                v2: Some(parent.clone()),
+                v1: Vec::new(),
+            };
+            let s = Session::create_in(&h, "s", &Limits::default()).expect("create");
+            let dir = parent.join("s");
+            let counters = [
+                ("cpu.stat", "usage_usec 7\nuser_usec 5\n"),
+                ("memory.peak", "4096\n"),
+                ("memory.events", "low 0\noom_kill 0\n"),
+                ("pids.events", "max 2\n"),
+            ];
+            for (file, text) in counters {
+                fs::write(dir.join(file), text).expect("counter");
+            }
+            let u = s.usage();
+            for (file, _) in counters {
+                let _ = fs::remove_file(dir.join(file));
+            }
+            drop(s);
+            assert_eq!(u.cpu_usec, Some(7), "{controllers}");
+            assert_eq!(u.peak_memory_bytes, peak, "{controllers}");
+            assert_eq!(u.limit_hit, hit, "{controllers}");
+        }
+        let _ = fs::remove_dir_all(&parent);
+    }
 
     fn limits() -> Limits {
         Limits {
