@@ -5,6 +5,7 @@
 //! proxy writes its network events into the same chain.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -101,6 +102,8 @@ pub struct SessionAudit {
     pub log: Arc<AuditLog>,
     key: Option<SigningKey>,
     started: SystemTime,
+    /// `session.start` is written (it is written once).
+    start_recorded: AtomicBool,
 }
 
 /// Opens the sink (fails closed) and loads the signing key.
@@ -133,6 +136,7 @@ pub fn open(plan: &SandboxPlan) -> Result<SessionAudit, SetupError> {
         log: Arc::new(log),
         key,
         started: SystemTime::now(),
+        start_recorded: AtomicBool::new(false),
     })
 }
 
@@ -149,8 +153,12 @@ impl SessionAudit {
         }
     }
 
-    /// `session.start`: who, what, where, under which policy.
+    /// `session.start`: who, what, where, under which policy. Written once:
+    /// later calls do nothing.
     pub fn start(&self, plan: &SandboxPlan) {
+        if self.start_recorded.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let uts = nix::sys::utsname::uname().ok();
         let text = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
             uts.as_ref()
@@ -274,5 +282,57 @@ impl SessionAudit {
             self.log.seal(key);
         }
         self.log.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{build, RunRequest};
+    use crate::policy::Policy;
+
+    /// A full session records its start between init's two go-aheads, and
+    /// the error path records it again in case the failure came first: the
+    /// log must still hold one `session.start`.
+    #[test]
+    fn session_start_is_written_once() {
+        let dir = std::env::temp_dir().join(format!("airlock-audit-once-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("audit.jsonl");
+        let host = Host {
+            euid: 1000,
+            egid: 1000,
+            home: None,
+            cwd: dir.clone(),
+            vars: Vec::new(),
+            session_id: "0123456789abcdef0123456789abcdef".into(),
+        };
+        let req = RunRequest {
+            workspace: Some(dir.clone()),
+            argv: vec!["true".into()],
+            audit: AuditRequest {
+                sink: Some(log.display().to_string()),
+                ..AuditRequest::default()
+            },
+            ..RunRequest::default()
+        };
+        let plan = build(&Policy::embedded_default(), &req, &host).expect("plan");
+        let audit = open(&plan).expect("open");
+        audit.start(&plan);
+        audit.start(&plan);
+        audit.end(Ok(Outcome::Exited(0)), None);
+        let text = std::fs::read_to_string(&log).expect("log");
+        let _ = std::fs::remove_dir_all(&dir);
+        let actions: Vec<_> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                v["event"]["action"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(actions, ["session.start", "session.end"], "{text}");
     }
 }

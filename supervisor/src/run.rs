@@ -70,14 +70,15 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
     if let Some(i) = &interception {
         audit.set_redactions(i.credentials.redactions());
     }
-    audit.start(plan);
-    // A full session records its end itself (while init's exit runs); the
-    // degraded one returns its usage for it.
+    // A full session records its start while init builds the sandbox, and
+    // its end itself (while init's exit runs); the degraded one returns
+    // its usage for the end.
     let result = match plan.isolation {
         crate::degraded::Isolation::Full => {
             run_session(plan, &audit, interception).map(|o| (o, None))
         }
         crate::degraded::Isolation::LandlockOnly => {
+            audit.start(plan);
             crate::degraded::run_session(plan, &audit, interception).map(|(o, u)| (o, Some(u)))
         }
     };
@@ -85,6 +86,8 @@ pub fn run(plan: &SandboxPlan) -> Result<Outcome, SetupError> {
         Ok((_, None)) => {}
         Ok((outcome, Some(usage))) => audit.end(Ok(*outcome), Some(usage)),
         Err(e) => {
+            // (Unless the session failed before it was recorded.)
+            audit.start(plan);
             audit.isolation_failure(e);
             audit.end(Err(e), None);
         }
@@ -170,6 +173,8 @@ fn run_session(
     // byte before it forks the agent, so the agent is born in the cgroup.
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
+    // Recorded before the agent can start (init waits for "2").
+    audit.start(plan);
     cgroup.attach_except_v2(child, in_v2)?;
     nix::unistd::write(&go_write, b"2")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
