@@ -47,6 +47,7 @@ pub struct Channels {
 
 /// Runs as PID 1 in the new namespaces and never returns.
 pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
+    crate::prefault::hot_code();
     let Channels {
         go,
         errors,

@@ -24,6 +24,7 @@ mod namespaces;
 mod network;
 mod plan;
 mod policy;
+mod prefault;
 mod probes;
 mod procfs;
 mod profile;
@@ -45,6 +46,7 @@ use crate::cli::{Command, RunArgs};
 const SUPERVISOR_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
+    prefault::hot_code();
     let command = match cli::parse() {
         Ok(command) => command,
         Err(e) => {
