@@ -115,6 +115,8 @@ fn setup(
     // Our own session: the caller's terminal signals reach the supervisor
     // only, which forwards them exactly once.
     nix::unistd::setsid().map_err(|e| SetupError::io("init", "setsid", e))?;
+    // Before the ids change: see `mounts::Sources`.
+    let sources = mounts::Sources::open(&plan.mounts);
     // Become the agent's ids first: as root, our own host uid is unmapped in
     // the new user namespace, and the kernel refuses to create files owned by
     // an unmapped id (EOVERFLOW). We keep our namespace capabilities: the
@@ -136,7 +138,8 @@ fn setup(
     }
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| SetupError::io("namespaces", "set hostname", e))?;
-    mounts::build_root(new_root, &plan.mounts)?;
+    mounts::build_root(new_root, &plan.mounts, &sources)?;
+    drop(sources);
     network::loopback_up()?;
     let mut relay = Relay::bind(
         &plan.egress.relay_ports,

@@ -8,6 +8,7 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -128,11 +129,47 @@ fn under(root: &Path, target: &Path) -> PathBuf {
     p
 }
 
+/// The bind sources, opened before init takes the agent's ids
+/// (`init::setup`). With its first ids init reaches a source below a
+/// directory that only its owner may enter (root's 0700 home, as root);
+/// the agent's ids cannot, and binding such a workspace by its path
+/// failed. Each bind then goes through its open file (`/proc/self/fd/N`).
+/// A source that cannot be opened is left to the bind, which reports it.
+pub struct Sources(Vec<(PathBuf, OwnedFd)>);
+
+impl Sources {
+    /// Opens (`O_PATH`) the source of every bind in `steps`.
+    pub fn open(steps: &[MountStep]) -> Self {
+        let mut opened = Vec::new();
+        for step in steps {
+            if let MountStep::Bind { source, .. } = step {
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH)
+                    .open(source);
+                if let Ok(file) = file {
+                    opened.push((source.clone(), OwnedFd::from(file)));
+                }
+            }
+        }
+        Sources(opened)
+    }
+
+    /// The path a bind of `source` goes through.
+    fn path_of(&self, source: &Path) -> PathBuf {
+        match self.0.iter().find(|(p, _)| p == source) {
+            Some((_, fd)) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            None => source.to_path_buf(),
+        }
+    }
+}
+
 /// Builds the new root at `root` (an empty directory), applies `steps` in
-/// order, then pivots into it and detaches the host's root.
+/// order (binds through `sources`), then pivots into it and detaches the
+/// host's root.
 ///
 /// Runs in the sandbox's init, inside the new user and mount namespaces.
-pub fn build_root(root: &Path, steps: &[MountStep]) -> Result<(), SetupError> {
+pub fn build_root(root: &Path, steps: &[MountStep], sources: &Sources) -> Result<(), SetupError> {
     // Our mounts must never propagate back to the host, while host unmounts
     // still reach us (a slave, as bubblewrap does).
     mount(
@@ -157,7 +194,7 @@ pub fn build_root(root: &Path, steps: &[MountStep]) -> Result<(), SetupError> {
         if mask && crate::selftest::weakened("mounts") {
             continue;
         }
-        apply(root, step, &mut dirs)?;
+        apply(root, step, &mut dirs, sources)?;
         // Whatever this step mounted hides what was under it.
         dirs.covered(&under(root, step.target()));
     }
@@ -180,7 +217,12 @@ fn pivot(root: &Path) -> Result<(), SetupError> {
     )
 }
 
-fn apply(root: &Path, step: &MountStep, dirs: &mut Dirs) -> Result<(), SetupError> {
+fn apply(
+    root: &Path,
+    step: &MountStep,
+    dirs: &mut Dirs,
+    sources: &Sources,
+) -> Result<(), SetupError> {
     let at = under(root, step.target());
     let what = |verb: &str| format!("{verb} {}", step.target().display());
     match step {
@@ -213,9 +255,10 @@ fn apply(root: &Path, step: &MountStep, dirs: &mut Dirs) -> Result<(), SetupErro
         MountStep::Bind {
             source, writable, ..
         } => {
-            make_mount_point(source, &at, dirs)?;
+            let via = sources.path_of(source);
+            make_mount_point(&via, &at, dirs)?;
             mount(
-                Some(source.as_path()),
+                Some(via.as_path()),
                 &at,
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,

@@ -975,6 +975,32 @@ fn the_session_directory_is_gone_while_the_agent_runs() {
     assert!(out.stdout.contains("connected"), "{out}");
 }
 
+/// As root, a workspace below a directory only root may enter (root's
+/// 0700 home) works: init opens the bind sources before it takes the
+/// agent's ids, which could not reach it.
+#[test]
+fn as_root_a_workspace_below_a_root_only_directory_works() {
+    if !is_root() {
+        return;
+    }
+    let private = TempDir::new("/tmp", "airlock-private");
+    set_mode(private.path(), 0o700);
+    let ws = private.join("project");
+    std::fs::create_dir(&ws).expect("workspace");
+    write_file(&ws.join("in.txt"), "from the host\n", 0o644);
+    chown(&ws, agent_uid(), agent_gid());
+    let sb = Sandbox::new();
+    let ws_arg = ws.display().to_string();
+    let out = run_to_end(sb.bare_command(
+        &["--workspace", &ws_arg],
+        &["/bin/sh", "-c", "cat in.txt && echo written > out.txt"],
+    ));
+    out.assert_code(0, "a workspace below a 0700 directory");
+    assert!(out.stdout.contains("from the host"), "{out}");
+    let written = std::fs::read_to_string(ws.join("out.txt")).unwrap_or_default();
+    assert_eq!(written, "written\n", "{out}");
+}
+
 /// The agent's exit status is passed through.
 #[test]
 fn agent_exit_status_is_returned() {
