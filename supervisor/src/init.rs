@@ -116,7 +116,7 @@ fn setup(
     // only, which forwards them exactly once.
     nix::unistd::setsid().map_err(|e| SetupError::io("init", "setsid", e))?;
     // Before the ids change: see `mounts::Sources`.
-    let sources = mounts::Sources::open(&plan.mounts);
+    let sources = mounts::Sources::open(&plan.mounts, plan.identity.privileged);
     // Become the agent's ids first: as root, our own host uid is unmapped in
     // the new user namespace, and the kernel refuses to create files owned by
     // an unmapped id (EOVERFLOW). We keep our namespace capabilities: the

@@ -130,17 +130,23 @@ fn under(root: &Path, target: &Path) -> PathBuf {
 }
 
 /// The bind sources, opened before init takes the agent's ids
-/// (`init::setup`). With its first ids init reaches a source below a
-/// directory that only its owner may enter (root's 0700 home, as root);
-/// the agent's ids cannot, and binding such a workspace by its path
-/// failed. Each bind then goes through its open file (`/proc/self/fd/N`).
-/// A source that cannot be opened is left to the bind, which reports it.
+/// (`init::setup`), as root only. With its first ids init reaches a source
+/// below a directory that only its owner may enter (root's 0700 home); the
+/// agent's ids cannot, and binding such a workspace by its path failed. A
+/// bind the agent's ids are refused (`EACCES`) goes through the open file
+/// instead (`/proc/self/fd/N`: a procfs lookup, so only then). A source
+/// that cannot be opened is left to the bind, which reports it.
 pub struct Sources(Vec<(PathBuf, OwnedFd)>);
 
 impl Sources {
-    /// Opens (`O_PATH`) the source of every bind in `steps`.
-    pub fn open(steps: &[MountStep]) -> Self {
+    /// Opens (`O_PATH`) the source of every bind in `steps`; nothing when
+    /// init keeps its ids (as an ordinary user), which reach what the
+    /// agent's do.
+    pub fn open(steps: &[MountStep], privileged: bool) -> Self {
         let mut opened = Vec::new();
+        if !privileged {
+            return Sources(opened);
+        }
         for step in steps {
             if let MountStep::Bind { source, .. } = step {
                 let file = fs::OpenOptions::new()
@@ -155,12 +161,12 @@ impl Sources {
         Sources(opened)
     }
 
-    /// The path a bind of `source` goes through.
-    fn path_of(&self, source: &Path) -> PathBuf {
-        match self.0.iter().find(|(p, _)| p == source) {
-            Some((_, fd)) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-            None => source.to_path_buf(),
-        }
+    /// The path through the open file of `source`, if it was opened.
+    fn path_of(&self, source: &Path) -> Option<PathBuf> {
+        self.0
+            .iter()
+            .find(|(p, _)| p == source)
+            .map(|(_, fd)| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
     }
 }
 
@@ -255,10 +261,10 @@ fn apply(
         MountStep::Bind {
             source, writable, ..
         } => {
-            let via = sources.path_of(source);
-            make_mount_point(&via, &at, dirs)?;
+            let (from, meta) = bind_source(source, sources)?;
+            make_mount_point(&meta, &at, dirs)?;
             mount(
-                Some(via.as_path()),
+                Some(from.as_path()),
                 &at,
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
@@ -482,10 +488,24 @@ fn strictly_under(path: &[u8], dir: &[u8]) -> bool {
     }
 }
 
-/// Creates a mount point of the same kind as `source` (directory or file).
-fn make_mount_point(source: &Path, at: &Path, dirs: &mut Dirs) -> Result<(), SetupError> {
-    let meta = fs::metadata(source)
-        .map_err(|e| SetupError::io(LAYER, format!("stat {}", source.display()), e))?;
+/// What a bind of `source` mounts from, and what it is: the path itself,
+/// or, where the agent's ids may not reach it, its file opened beforehand
+/// (see [`Sources`]).
+fn bind_source(source: &Path, sources: &Sources) -> Result<(PathBuf, fs::Metadata), SetupError> {
+    let failed = |e| SetupError::io(LAYER, format!("stat {}", source.display()), e);
+    match fs::metadata(source) {
+        Ok(meta) => Ok((source.to_path_buf(), meta)),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => match sources.path_of(source) {
+            Some(via) => fs::metadata(&via).map(|meta| (via, meta)).map_err(failed),
+            None => Err(failed(e)),
+        },
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// Creates a mount point of the same kind as the source `meta` describes
+/// (directory or file).
+fn make_mount_point(meta: &fs::Metadata, at: &Path, dirs: &mut Dirs) -> Result<(), SetupError> {
     if meta.is_dir() {
         return dirs.make(at);
     }
