@@ -132,10 +132,11 @@ fn under(root: &Path, target: &Path) -> PathBuf {
 /// The bind sources, opened before init takes the agent's ids
 /// (`init::setup`), as root only. With its first ids init reaches a source
 /// below a directory that only its owner may enter (root's 0700 home); the
-/// agent's ids cannot, and binding such a workspace by its path failed. A
-/// bind the agent's ids are refused (`EACCES`) goes through the open file
-/// instead (`/proc/self/fd/N`: a procfs lookup, so only then). A source
-/// that cannot be opened is left to the bind, which reports it.
+/// agent's ids cannot, and binding such a workspace by its path failed.
+/// Where the agent's ids are refused a source's path (`EACCES`), the bind
+/// goes through the open file instead (`/proc/self/fd/N`: a procfs lookup,
+/// so only then). A source that cannot be opened is left to the bind,
+/// which reports it.
 pub struct Sources(Vec<(PathBuf, OwnedFd)>);
 
 impl Sources {
