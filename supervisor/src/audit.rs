@@ -234,6 +234,29 @@ impl SessionAudit {
         }));
     }
 
+    /// `workspace.tamper_reverted`: the agent changed code the host runs
+    /// (a git config or hook, an rc file, `.envrc`...) and it was
+    /// quarantined (or could not be). Names the path, never the contents.
+    pub fn tamper(&self, finding: &crate::surface::Finding) {
+        let (outcome, moved, error) = match &finding.outcome {
+            Ok(to) => ("success", Some(to.display().to_string()), None),
+            Err(e) => ("failure", None, Some(e.clone())),
+        };
+        self.log.record_value(json!({
+            "event": {
+                "kind": "alert",
+                "category": ["file"],
+                "type": ["change"],
+                "action": "workspace.tamper_reverted",
+                "outcome": outcome,
+                "reason": finding.what,
+            },
+            "file": { "path": finding.path.display().to_string() },
+            "airlock": { "quarantined_as": moved },
+            "error": { "message": error },
+        }));
+    }
+
     /// `proxy.error`: the egress proxy failed (a sidecar died, say).
     pub fn proxy_error(&self, message: &str) {
         self.log.record_value(json!({

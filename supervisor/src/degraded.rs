@@ -123,7 +123,11 @@ pub fn plan(
             MountStep::MaskFile { target } | MountStep::MaskDir { target } => {
                 denied.push(target.clone())
             }
-            MountStep::ReadOnlyAgain { target } => read_only_again.push(target.clone()),
+            MountStep::ReadOnlyAgain { target }
+            | MountStep::SelfBind {
+                target,
+                writable: false,
+            } => read_only_again.push(target.clone()),
             _ => {}
         }
     }
@@ -131,7 +135,12 @@ pub fn plan(
     for rule in &full.landlock.fs {
         // Where this path comes from on the host.
         let source = full.mounts.iter().find_map(|m| match m {
-            MountStep::Bind { source, target, .. } if *target == rule.path => Some(source.clone()),
+            MountStep::Bind { source, target, .. }
+            | MountStep::IdmappedBind { source, target, .. }
+                if *target == rule.path =>
+            {
+                Some(source.clone())
+            }
             _ => None,
         });
         let is_tmpfs = full
@@ -367,6 +376,7 @@ pub fn run_session(
     let sidecar = crate::sidecar::open(plan)?;
     let egress = crate::run::prepare_egress(plan, audit.log.clone(), interception)?;
     let cgroup = crate::cgroup::Session::create(&crate::run::cgroup_name(plan), &plan.limits)?;
+    let since = crate::surface::Since::now();
     let (err_read, err_write) = crate::run::pipe()?;
     // The agent waits for "go" until it is in the session cgroup.
     let (go_read, go_write) = crate::run::pipe()?;
@@ -432,6 +442,7 @@ pub fn run_session(
     drop(session_proxy);
     drop(sidecar);
     drop(session);
+    crate::run::check_workspace(plan, audit, since);
     Ok((outcome, usage))
 }
 

@@ -43,6 +43,10 @@ pub struct Channels {
     /// init is left, so the supervisor can tear down while init's own exit
     /// (its namespaces' teardown) runs.
     pub status: OwnedFd,
+    /// The writable trees the supervisor idmapped for us (as root).
+    pub idmapped: crate::idmap::Detached,
+    /// When the session started: what the agent changes is newer.
+    pub since: crate::surface::Since,
 }
 
 /// Runs as PID 1 in the new namespaces and never returns.
@@ -53,14 +57,28 @@ pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
         errors,
         handoff,
         status,
+        idmapped,
+        since,
     } = channels;
-    let code = match setup(plan, new_root, &go, handoff) {
+    let code = match setup(plan, new_root, &go, handoff, idmapped) {
         Ok(relay) => match start_agent(plan, errors, relay) {
             Ok((agent, sfd, relay)) => {
-                let code = supervise(agent, &sfd, relay);
+                let ended = supervise(agent, &sfd, relay, &go);
                 end_sandbox();
-                let _ = nix::unistd::write(&status, &code.to_le_bytes());
-                code
+                match ended {
+                    Some(code) => {
+                        let _ = nix::unistd::write(&status, &code.to_le_bytes());
+                        code
+                    }
+                    // The supervisor is gone (killed): nobody else will
+                    // check what the agent left in the workspace.
+                    None => {
+                        for finding in crate::surface::check(&plan.writable, &plan.protect, since) {
+                            eprintln!("{}", finding.line());
+                        }
+                        SETUP_FAILED
+                    }
+                }
             }
             Err((e, errors)) => report(&errors, &e),
         },
@@ -100,6 +118,7 @@ fn setup(
     new_root: &Path,
     go: &OwnedFd,
     handoff: Option<OwnedFd>,
+    idmapped: crate::idmap::Detached,
 ) -> Result<Relay, SetupError> {
     die_with_supervisor()?;
     let mut byte = [0u8; 1];
@@ -116,7 +135,8 @@ fn setup(
     // only, which forwards them exactly once.
     nix::unistd::setsid().map_err(|e| SetupError::io("init", "setsid", e))?;
     // Before the ids change: see `mounts::Sources`.
-    let sources = mounts::Sources::open(&plan.mounts, plan.identity.privileged);
+    let mut sources =
+        mounts::Sources::open(&plan.mounts, plan.identity.privileged).with_idmapped(idmapped);
     // Become the agent's ids first: as root, our own host uid is unmapped in
     // the new user namespace, and the kernel refuses to create files owned by
     // an unmapped id (EOVERFLOW). We keep our namespace capabilities: the
@@ -138,7 +158,7 @@ fn setup(
     }
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| SetupError::io("namespaces", "set hostname", e))?;
-    mounts::build_root(new_root, &plan.mounts, &sources)?;
+    mounts::build_root(new_root, &plan.mounts, &mut sources)?;
     drop(sources);
     network::loopback_up()?;
     let mut relay = Relay::bind(
@@ -226,6 +246,10 @@ fn start_agent(
             // Our copy closes now; the agent's closed at execve, which the
             // supervisor sees as EOF: setup succeeded.
             drop(errors);
+            // From now on the supervisor's death is noticed in `supervise`
+            // (the go pipe hangs up), so init can end the sandbox and check
+            // the workspace before it exits, instead of dying at once.
+            let _ = nix::sys::prctl::set_pdeathsig(None);
             if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
                 let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
             }
@@ -255,12 +279,15 @@ fn end_sandbox() {
 
 /// Token of the signalfd in init's epoll set (relay tokens are below it).
 const SIGNAL_TOKEN: u64 = u64::MAX;
+/// Token of the go pipe: readable (at EOF) only once the supervisor died.
+const SUPERVISOR_TOKEN: u64 = u64::MAX - 1;
 
 /// Relays connections, forwards signals to the agent and reaps until the
-/// agent exits; returns its exit code (128+N for death by signal N).
-fn supervise(agent: Pid, sfd: &SignalFd, mut relay: Relay) -> i32 {
+/// agent exits; returns its exit code (128+N for death by signal N), or
+/// `None` when the supervisor died first.
+fn supervise(agent: Pid, sfd: &SignalFd, mut relay: Relay, go: &OwnedFd) -> Option<i32> {
     let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
-        return SETUP_FAILED;
+        return Some(SETUP_FAILED);
     };
     if epoll
         .add(
@@ -268,22 +295,31 @@ fn supervise(agent: Pid, sfd: &SignalFd, mut relay: Relay) -> i32 {
             EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN),
         )
         .is_err()
+        || epoll
+            .add(
+                go.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, SUPERVISOR_TOKEN),
+            )
+            .is_err()
         || relay.register(&epoll).is_err()
     {
-        return SETUP_FAILED;
+        return Some(SETUP_FAILED);
     }
     // The agent may have exited before the signalfd was watched.
     if let Some(code) = reap(agent) {
-        return code;
+        return Some(code);
     }
     let mut events = [EpollEvent::empty(); 64];
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
-            Err(_) => return SETUP_FAILED,
+            Err(_) => return Some(SETUP_FAILED),
         };
         for ev in &events[..n] {
+            if ev.data() == SUPERVISOR_TOKEN {
+                return None;
+            }
             if ev.data() != SIGNAL_TOKEN {
                 relay.on_event(&epoll, ev.data());
                 continue;
@@ -293,11 +329,11 @@ fn supervise(agent: Pid, sfd: &SignalFd, mut relay: Relay) -> i32 {
                     Ok(Some(info)) => info.ssi_signo as i32,
                     Ok(None) => break,
                     Err(Errno::EINTR) => continue,
-                    Err(_) => return SETUP_FAILED,
+                    Err(_) => return Some(SETUP_FAILED),
                 };
                 if signo == libc::SIGCHLD {
                     if let Some(code) = reap(agent) {
-                        return code;
+                        return Some(code);
                     }
                     continue;
                 }

@@ -17,6 +17,7 @@ mod doctor;
 mod egress;
 mod error;
 mod handoff;
+mod idmap;
 mod init;
 mod landlock;
 mod mounts;
@@ -37,6 +38,7 @@ mod session;
 mod sidecar;
 mod signals;
 mod spawn;
+mod surface;
 
 use std::process::ExitCode;
 

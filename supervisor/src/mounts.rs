@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -48,6 +48,27 @@ pub enum MountStep {
         /// Mount point.
         target: PathBuf,
         /// Read-write when true, read-only otherwise.
+        writable: bool,
+    },
+    /// A recursive bind of a writable host tree through an idmapped mount
+    /// (see `idmap.rs`): its owner's ids appear as the agent's.
+    IdmappedBind {
+        /// Host path.
+        source: PathBuf,
+        /// Mount point.
+        target: PathBuf,
+        /// The tree owner's ids and the agent's.
+        map: crate::idmap::IdMap,
+        /// A directory (else a file).
+        dir: bool,
+    },
+    /// Re-bind a path already in the new root onto itself (keeping what
+    /// its tree's mount has, e.g. an idmapping): pins it in place (a mount
+    /// point cannot be renamed or replaced), read-only unless `writable`.
+    SelfBind {
+        /// Path inside the new root.
+        target: PathBuf,
+        /// Read-write when true.
         writable: bool,
     },
     /// A bind of a host device node (device access kept, exec refused).
@@ -89,15 +110,6 @@ pub enum MountStep {
         /// The hidden directory.
         target: PathBuf,
     },
-    /// A protected path that does not exist yet (`.git/hooks`, `.bashrc`,
-    /// ...): an empty file or directory is created and bound read-only
-    /// onto itself, so the agent can neither create nor change it.
-    Placeholder {
-        /// The protected path.
-        target: PathBuf,
-        /// A directory (else an empty file).
-        dir: bool,
-    },
 }
 
 impl MountStep {
@@ -106,14 +118,15 @@ impl MountStep {
         match self {
             MountStep::Tmpfs { target, .. }
             | MountStep::Bind { target, .. }
+            | MountStep::IdmappedBind { target, .. }
+            | MountStep::SelfBind { target, .. }
             | MountStep::Device { target, .. }
             | MountStep::Symlink { target, .. }
             | MountStep::Proc { target }
             | MountStep::DevPts { target }
             | MountStep::ReadOnlyAgain { target }
             | MountStep::MaskFile { target }
-            | MountStep::MaskDir { target }
-            | MountStep::Placeholder { target, .. } => target,
+            | MountStep::MaskDir { target } => target,
         }
     }
 }
@@ -137,7 +150,7 @@ fn under(root: &Path, target: &Path) -> PathBuf {
 /// goes through the open file instead (`/proc/self/fd/N`: a procfs lookup,
 /// so only then). A source that cannot be opened is left to the bind,
 /// which reports it.
-pub struct Sources(Vec<(PathBuf, OwnedFd)>);
+pub struct Sources(Vec<(PathBuf, OwnedFd)>, crate::idmap::Detached);
 
 impl Sources {
     /// Opens (`O_PATH`) the source of every bind in `steps`; nothing when
@@ -146,7 +159,7 @@ impl Sources {
     pub fn open(steps: &[MountStep], privileged: bool) -> Self {
         let mut opened = Vec::new();
         if !privileged {
-            return Sources(opened);
+            return Sources(opened, Default::default());
         }
         for step in steps {
             if let MountStep::Bind { source, .. } = step {
@@ -159,7 +172,12 @@ impl Sources {
                 }
             }
         }
-        Sources(opened)
+        Sources(opened, Default::default())
+    }
+
+    /// With the idmapped trees the supervisor prepared.
+    pub fn with_idmapped(self, trees: crate::idmap::Detached) -> Self {
+        Sources(self.0, trees)
     }
 
     /// The path through the open file of `source`, if it was opened.
@@ -176,7 +194,11 @@ impl Sources {
 /// host's root.
 ///
 /// Runs in the sandbox's init, inside the new user and mount namespaces.
-pub fn build_root(root: &Path, steps: &[MountStep], sources: &Sources) -> Result<(), SetupError> {
+pub fn build_root(
+    root: &Path,
+    steps: &[MountStep],
+    sources: &mut Sources,
+) -> Result<(), SetupError> {
     // Our mounts must never propagate back to the host, while host unmounts
     // still reach us (a slave, as bubblewrap does).
     mount(
@@ -228,7 +250,7 @@ fn apply(
     root: &Path,
     step: &MountStep,
     dirs: &mut Dirs,
-    sources: &Sources,
+    sources: &mut Sources,
 ) -> Result<(), SetupError> {
     let at = under(root, step.target());
     let what = |verb: &str| format!("{verb} {}", step.target().display());
@@ -279,6 +301,40 @@ fn apply(
                 }
                 set_attrs(&at, attrs, true)
             })
+        }
+        MountStep::IdmappedBind { dir, .. } => {
+            let tree = sources
+                .1
+                .take(step.target())
+                .ok_or_else(|| SetupError::new(LAYER, what("no idmapped tree was prepared for")))?;
+            if *dir {
+                dirs.make(&at)?;
+            } else {
+                if let Some(parent) = at.parent() {
+                    dirs.make(parent)?;
+                }
+                if fs::symlink_metadata(&at).is_err() {
+                    fs::File::create(&at)
+                        .map(drop)
+                        .map_err(|e| SetupError::io(LAYER, what("create mount point"), e))?;
+                }
+            }
+            crate::idmap::attach(&tree, &at)
+        }
+        MountStep::SelfBind { writable, .. } => {
+            mount(
+                Some(at.as_path()),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| SetupError::io(LAYER, what("pin"), e))?;
+            let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+            if !writable && !crate::selftest::weakened("readonly") {
+                attrs |= libc::MOUNT_ATTR_RDONLY;
+            }
+            set_attrs(&at, attrs, true)
         }
         MountStep::Device { source, .. } => {
             // Always a fresh node in the sandbox's own /dev tmpfs.
@@ -383,58 +439,7 @@ fn apply(
             Some("mode=0000,size=4k,nr_inodes=1"),
         )
         .map_err(|e| SetupError::io(LAYER, what("mask directory"), e)),
-        MountStep::Placeholder { .. } if crate::selftest::weakened("readonly") => Ok(()),
-        MountStep::Placeholder { dir, .. } => placeholder(&at, *dir, &what),
     }
-}
-
-/// Creates the empty file or directory at `at` (in a writable tree) and
-/// binds it read-only onto itself.
-fn placeholder(at: &Path, dir: bool, what: &dyn Fn(&str) -> String) -> Result<(), SetupError> {
-    let created = if dir {
-        fs::DirBuilder::new().mode(0o555).create(at)
-    } else {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(at)
-            .map(drop)
-    };
-    match created {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        // The agent has init's uid and fewer rights: where init cannot
-        // create the path, the agent cannot either.
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EACCES | libc::EPERM | libc::EROFS)
-            ) =>
-        {
-            return Ok(())
-        }
-        Err(e) => return Err(SetupError::io(LAYER, what("create placeholder"), e)),
-    }
-    match fs::symlink_metadata(at) {
-        Ok(m) if !m.file_type().is_symlink() => {}
-        _ => {
-            return Err(SetupError::new(
-                LAYER,
-                what("refusing to protect (it turned into a symlink):"),
-            ))
-        }
-    }
-    mount(Some(at), at, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| SetupError::io(LAYER, what("bind placeholder"), e))?;
-    set_attrs(
-        at,
-        libc::MOUNT_ATTR_RDONLY
-            | libc::MOUNT_ATTR_NOSUID
-            | libc::MOUNT_ATTR_NODEV
-            | libc::MOUNT_ATTR_NOEXEC,
-        false,
-    )
 }
 
 /// The directories of the new root known to exist, so each is created

@@ -118,6 +118,11 @@ pub struct SandboxPlan {
     pub cwd: PathBuf,
     /// The workspace (same path inside and out).
     pub workspace: PathBuf,
+    /// Every writable tree (the workspace last), checked after the run
+    /// (`surface.rs`).
+    pub writable: Vec<PathBuf>,
+    /// `filesystem.protect`: paths relative to each writable tree.
+    pub protect: Vec<PathBuf>,
     /// Hostname inside the UTS namespace.
     pub hostname: String,
     /// Wall-clock limit.
@@ -150,7 +155,6 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             "no command given: sandbox run [OPTIONS] -- CMD [ARGS...]",
         ));
     }
-    let identity = identity(req, host)?;
     let session_dir = session_dir(host);
     let egress = egress::plan(
         &req.network,
@@ -205,12 +209,34 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         .cloned()
         .collect();
     writable.push(workspace.clone());
+    let trees: Vec<Tree> = if host.euid == 0 {
+        writable.iter().filter_map(|p| Tree::read(p)).collect()
+    } else {
+        Vec::new()
+    };
+    let identity = identity(req, host, &trees)?;
     for path in &writable {
-        layout.push(MountStep::Bind {
-            source: path.clone(),
-            target: path.clone(),
-            writable: true,
-        });
+        let tree = trees.iter().find(|t| &t.path == path);
+        match tree {
+            Some(t) if identity.privileged && t.uid != identity.outer_uid => {
+                layout.push(MountStep::IdmappedBind {
+                    source: path.clone(),
+                    target: path.clone(),
+                    map: crate::idmap::IdMap {
+                        owner_uid: t.uid,
+                        owner_gid: t.gid,
+                        agent_uid: identity.outer_uid,
+                        agent_gid: identity.outer_gid,
+                    },
+                    dir: t.dir,
+                })
+            }
+            _ => layout.push(MountStep::Bind {
+                source: path.clone(),
+                target: path.clone(),
+                writable: true,
+            }),
+        }
     }
     layout.extend(crate::profile::protect::steps(
         &writable,
@@ -353,6 +379,8 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             .collect::<Result<_, _>>()?,
         cwd,
         workspace: workspace.clone(),
+        writable,
+        protect: policy.filesystem.protect.clone(),
         hostname: "airlock".to_string(),
         timeout: policy.limits.timeout.or(req.timeout),
         limits: policy.limits.clone(),
@@ -361,16 +389,38 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
     })
 }
 
-fn identity(req: &RunRequest, host: &Host) -> Result<Identity, SetupError> {
+/// A writable tree as the identity decision sees it (root only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    /// The tree (as inside and out).
+    pub path: PathBuf,
+    /// Its owner uid on disk.
+    pub uid: u32,
+    /// Its owner gid on disk.
+    pub gid: u32,
+    /// A directory (else a file).
+    pub dir: bool,
+    /// Whether its filesystem can be idmapped here: its name, or why not.
+    pub idmap: Result<&'static str, String>,
+}
+
+impl Tree {
+    fn read(path: &Path) -> Option<Tree> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).ok()?;
+        Some(Tree {
+            path: path.to_path_buf(),
+            uid: m.uid(),
+            gid: m.gid(),
+            dir: m.is_dir(),
+            idmap: crate::idmap::supported(path),
+        })
+    }
+}
+
+fn identity(req: &RunRequest, host: &Host, trees: &[Tree]) -> Result<Identity, SetupError> {
     if host.euid == 0 {
-        let uid = req.uid.unwrap_or(DEFAULT_UNPRIVILEGED_ID);
-        let gid = req.gid.unwrap_or(DEFAULT_UNPRIVILEGED_ID);
-        if uid == 0 || gid == 0 {
-            return Err(SetupError::new(
-                "identity",
-                "the agent never runs as host root: pass a non-zero --uid/--gid",
-            ));
-        }
+        let (uid, gid) = root_agent_ids(req.uid, req.gid, trees)?;
         return Ok(Identity {
             outer_uid: uid,
             outer_gid: gid,
@@ -396,6 +446,63 @@ fn identity(req: &RunRequest, host: &Host) -> Result<Identity, SetupError> {
         inner_gid: host.egid,
         privileged: false,
     })
+}
+
+/// The agent's host ids when `sandbox` runs as root: `--uid`/`--gid`, or
+/// 65534. Each writable tree owned by another uid is idmapped onto them;
+/// where a tree's filesystem cannot be idmapped and its owner is not
+/// root (and no ids were asked for), the agent runs as that owner
+/// instead. Otherwise the run is refused: the agent could not write the
+/// tree, and running anyway would fail later and less clearly.
+pub fn root_agent_ids(
+    uid: Option<u32>,
+    gid: Option<u32>,
+    trees: &[Tree],
+) -> Result<(u32, u32), SetupError> {
+    if uid == Some(0) || gid == Some(0) {
+        return Err(SetupError::new(
+            "identity",
+            "the agent never runs as host root: pass a non-zero --uid/--gid",
+        ));
+    }
+    let asked = uid.is_some() || gid.is_some();
+    let mut ids = (
+        uid.unwrap_or(DEFAULT_UNPRIVILEGED_ID),
+        gid.unwrap_or(DEFAULT_UNPRIVILEGED_ID),
+    );
+    let stuck = |agent: u32| trees.iter().find(|t| t.uid != agent && t.idmap.is_err());
+    if let Some(t) = stuck(ids.0) {
+        if !asked && t.uid != 0 {
+            ids = (t.uid, t.gid);
+        }
+    }
+    match stuck(ids.0) {
+        None => Ok(ids),
+        Some(t) => {
+            let owner = if t.uid == 0 {
+                "root".to_string()
+            } else {
+                format!("uid {}", t.uid)
+            };
+            let why = t.idmap.as_ref().err().cloned().unwrap_or_default();
+            let fix = if t.uid == 0 {
+                "run sandbox as an ordinary user who owns it, chown it to a non-root user (the \
+                 agent then runs as that user), or put it on ext4, xfs, btrfs or tmpfs (Linux 6.3+)"
+            } else {
+                "drop --uid/--gid (the agent then runs as the tree's owner), or put it on ext4, \
+                 xfs, btrfs or tmpfs (Linux 6.3+)"
+            };
+            Err(SetupError::new(
+                "identity",
+                format!(
+                    "{} belongs to {owner} and cannot be mounted idmapped here ({why}), so the \
+                     agent (uid {}) could not write it. Fix: {fix}",
+                    t.path.display(),
+                    ids.0
+                ),
+            ))
+        }
+    }
 }
 
 /// `airlock-<id>` in the first RAM-backed runtime directory: the session
@@ -710,6 +817,52 @@ mod tests {
         let plan = build(&Policy::embedded_default(), &request(), &host(0)).expect("plan");
         assert_eq!(plan.identity.outer_uid, DEFAULT_UNPRIVILEGED_ID);
         assert!(plan.identity.privileged);
+    }
+
+    #[test]
+    fn root_idmaps_foreign_trees_falls_back_to_their_owner_or_refuses() {
+        let tree = |uid: u32, ok: bool| Tree {
+            path: PathBuf::from(format!("/t{uid}")),
+            uid,
+            gid: uid,
+            dir: true,
+            idmap: if ok {
+                Ok("ext4")
+            } else {
+                Err("ramfs cannot".into())
+            },
+        };
+        let n = DEFAULT_UNPRIVILEGED_ID;
+        // (asked uid, trees, agent uid or the start of the refusal)
+        type Row = (Option<u32>, Vec<Tree>, Result<u32, &'static str>);
+        let rows: Vec<Row> = vec![
+            (None, vec![tree(0, true)], Ok(n)),
+            (None, vec![tree(1000, true)], Ok(n)),
+            (None, vec![tree(n, false)], Ok(n)),
+            (None, vec![tree(1000, false)], Ok(1000)),
+            (None, vec![tree(1000, false), tree(0, true)], Ok(1000)),
+            (None, vec![tree(0, false)], Err("/t0 belongs to root")),
+            (
+                None,
+                vec![tree(1000, false), tree(1001, false)],
+                Err("/t1001 belongs to uid 1001"),
+            ),
+            (
+                Some(4242),
+                vec![tree(1000, false)],
+                Err("/t1000 belongs to uid 1000"),
+            ),
+            (Some(4242), vec![tree(0, true)], Ok(4242)),
+            (Some(0), vec![], Err("the agent never runs as host root")),
+        ];
+        for (asked, trees, want) in rows {
+            let got = root_agent_ids(asked, None, &trees).map(|(u, _)| u);
+            match (&got, &want) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{asked:?} {trees:?}"),
+                (Err(e), Err(w)) => assert!(e.message.starts_with(w), "{e}"),
+                _ => panic!("{asked:?} {trees:?}: {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -121,6 +121,11 @@ fn run_session(
             s.limit, s.reason
         );
     }
+    // As root: the writable trees, idmapped onto the agent (init attaches
+    // them); a tree that cannot be idmapped stops the run here.
+    let idmapped = crate::idmap::Detached::prepare(&plan.mounts)?;
+    // Whatever the agent changes is newer than this (see `surface.rs`).
+    let since = crate::surface::Since::now();
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
@@ -154,11 +159,14 @@ fn run_session(
                     errors: err_write,
                     handoff: handoff_init,
                     status: status_write,
+                    idmapped,
+                    since,
                 },
             )
         }
         Side::Parent(pid) => pid,
     };
+    drop(idmapped);
     drop(go_read);
     drop(err_write);
     drop(status_write);
@@ -260,6 +268,9 @@ fn run_session(
         }
     }
     drop(sidecar);
+    // Nothing of the agent runs any more (init reported after killing
+    // everything, or the whole cgroup was killed): check what it left.
+    check_workspace(plan, audit, since);
     audit.end(Ok(outcome), Some(&usage));
     if !reaped {
         reap(child);
@@ -274,6 +285,19 @@ fn run_session(
     // died".
     drop(go_write);
     Ok(outcome)
+}
+
+/// Quarantines what the agent changed of the workspace's code surface
+/// (`surface.rs`), on stderr and in the audit trail.
+pub(crate) fn check_workspace(
+    plan: &SandboxPlan,
+    audit: &crate::audit::SessionAudit,
+    since: crate::surface::Since,
+) {
+    for finding in crate::surface::check(&plan.writable, &plan.protect, since) {
+        eprintln!("{}", finding.line());
+        audit.tamper(&finding);
+    }
 }
 
 /// Waits for `child` to be gone.

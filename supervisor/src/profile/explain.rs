@@ -9,7 +9,7 @@ use egress_proxy::decide::decide_target;
 use egress_proxy::name::{parse_host, Host};
 
 use super::merge::{expand, Effective, PathVars};
-use super::protect::ALWAYS_PROTECTED;
+use super::protect::always_protected;
 
 /// An answer: allowed or not, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +57,9 @@ pub fn path(eff: &Effective, vars: &PathVars, path: &Path) -> Explanation {
         if !within(&path, root) {
             continue;
         }
-        let protected = ALWAYS_PROTECTED
-            .iter()
-            .map(|(p, _)| (p.to_string(), "always protected".to_string()))
+        let protected = always_protected()
+            .into_iter()
+            .map(|p| (p, "always protected".to_string()))
             .chain(r.protect.iter().map(|e| {
                 (
                     e.value.clone(),
@@ -71,7 +71,7 @@ pub fn path(eff: &Effective, vars: &PathVars, path: &Path) -> Explanation {
                 return Explanation {
                     allowed: true,
                     because: format!(
-                        "read-only: '{rel}' inside the writable tree {} is protected ({why}); the agent cannot create or change it",
+                        "read-only: '{rel}' inside the writable tree {} is protected ({why}): read-only while it exists, and quarantined after the run if the agent creates or changes it",
                         root.display()
                     ),
                 };

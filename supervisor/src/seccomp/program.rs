@@ -70,6 +70,11 @@ const NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET) as u32;
 
+/// S_ISUID | S_ISGID.
+const SET_ID_BITS: u32 = 0o6000;
+/// O_CREAT, and O_TMPFILE's own bit (`__O_TMPFILE`).
+const CREATE_FLAGS: u32 = libc::O_CREAT as u32 | 0o20000000;
+
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
 /// Personas that are allowed: PER_LINUX, PER_LINUX32, and the query.
@@ -127,17 +132,25 @@ pub fn build(table: &[Deny]) -> Result<BpfProgram, String> {
     let mut targets = Vec::with_capacity(rows.len() + 1);
     for (n, row) in rows.iter().enumerate() {
         let nr = u32::try_from(row.nr).map_err(|_| format!("{}: bad number", row.name))?;
+        // Rows with the same condition share one block.
+        let first = rows.iter().position(|r| r.when == row.when).unwrap_or(n);
         let on_match = match row.when {
             When::Always => Label::Deny,
-            _ => Label::Block(n),
+            _ => Label::Block(first),
         };
         targets.push((nr, on_match));
     }
-    let clone3 = libc::SYS_clone3 as u32;
-    if targets.iter().any(|(nr, _)| *nr == clone3) {
-        return Err("clone3 is answered with ENOSYS, not listed".to_string());
+    // clone3 and openat2 pass what we would check in memory: ENOSYS makes
+    // libcs fall back to clone and openat, whose arguments we can inspect.
+    for (name, nosys) in [
+        ("clone3", libc::SYS_clone3 as u32),
+        ("openat2", libc::SYS_openat2 as u32),
+    ] {
+        if targets.iter().any(|(nr, _)| *nr == nosys) {
+            return Err(format!("{name} is answered with ENOSYS, not listed"));
+        }
+        targets.push((nosys, Label::NoSys));
     }
-    targets.push((clone3, Label::NoSys));
     targets.sort_by_key(|(nr, _)| *nr);
     let mut p = vec![
         Insn::Stmt(LD_W_ABS, ARCH),
@@ -147,7 +160,8 @@ pub fn build(table: &[Deny]) -> Result<BpfProgram, String> {
     ];
     search(&mut p, &targets, 0);
     for (n, row) in rows.iter().enumerate() {
-        if row.when != When::Always {
+        let first = rows.iter().position(|r| r.when == row.when) == Some(n);
+        if row.when != When::Always && first {
             p.push(Insn::Here(Label::Block(n)));
             argument_block(&mut p, n, row.when);
         }
@@ -209,6 +223,16 @@ fn argument_block(p: &mut Vec<Insn>, n: usize, when: When) {
             }
             p.push(Insn::Goto(Deny));
         }
+        When::SetIdMode { mode } => p.extend([
+            Insn::Stmt(LD_W_ABS, arg_low(mode)),
+            Insn::Jump(JSET_K, SET_ID_BITS, L(Deny), L(Allow)),
+        ]),
+        When::CreateSetId { flags, mode } => p.extend([
+            Insn::Stmt(LD_W_ABS, arg_low(flags)),
+            Insn::Jump(JSET_K, CREATE_FLAGS, Next, L(Allow)),
+            Insn::Stmt(LD_W_ABS, arg_low(mode)),
+            Insn::Jump(JSET_K, SET_ID_BITS, L(Deny), L(Allow)),
+        ]),
         When::NotUnixOrTcp => p.extend([
             // The family: Unix sockets freely, IP sockets checked below,
             // anything else (raw, packet, netlink, vsock, alg...) refused.
@@ -426,6 +450,7 @@ mod tests {
                 Some(r) if r.when == When::NotUnixOrTcp => RET_EPERM,
                 Some(_) => RET_ALLOW,
                 None if i64::from(nr) == libc::SYS_clone3 => RET_ENOSYS,
+                None if i64::from(nr) == libc::SYS_openat2 => RET_ENOSYS,
                 None => RET_ALLOW,
             };
             assert_eq!(got, want, "syscall {nr}");
@@ -452,6 +477,48 @@ mod tests {
                     "syscall {nr}: {steps} steps (bound {bound})"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn set_id_bits_are_refused_on_every_path_that_sets_a_mode() {
+        let suid = 0o4755u64;
+        let sgid = 0o2755u64;
+        let plain = 0o755u64;
+        let creat = libc::O_CREAT as u64 | libc::O_WRONLY as u64;
+        let tmpfile = libc::O_TMPFILE as u64 | libc::O_RDWR as u64;
+        let rows: &[(i64, &[u64], u32)] = &[
+            (libc::SYS_chmod, &[0, suid], RET_EPERM),
+            (libc::SYS_chmod, &[0, sgid], RET_EPERM),
+            (libc::SYS_chmod, &[0, plain], RET_ALLOW),
+            (libc::SYS_fchmod, &[3, suid], RET_EPERM),
+            (libc::SYS_fchmodat, &[0, 0, suid], RET_EPERM),
+            (libc::SYS_fchmodat, &[0, 0, plain], RET_ALLOW),
+            (libc::SYS_fchmodat2, &[0, 0, sgid, 0], RET_EPERM),
+            (libc::SYS_creat, &[0, suid], RET_EPERM),
+            (
+                libc::SYS_mknod,
+                &[0, libc::S_IFREG as u64 | suid, 0],
+                RET_EPERM,
+            ),
+            (
+                libc::SYS_mknodat,
+                &[0, 0, libc::S_IFREG as u64 | sgid, 0],
+                RET_EPERM,
+            ),
+            (libc::SYS_open, &[0, creat, suid], RET_EPERM),
+            (libc::SYS_open, &[0, creat, plain], RET_ALLOW),
+            // Without O_CREAT the mode is unused.
+            (libc::SYS_open, &[0, 0, suid], RET_ALLOW),
+            (libc::SYS_openat, &[0, 0, creat, suid], RET_EPERM),
+            (libc::SYS_openat, &[0, 0, tmpfile, sgid], RET_EPERM),
+            (libc::SYS_openat, &[0, 0, creat, 0o644], RET_ALLOW),
+            // The high half of a 64-bit register does not hide the bits.
+            (libc::SYS_chmod, &[0, (1 << 32) | suid], RET_EPERM),
+            (libc::SYS_openat2, &[0, 0, 0, 0], RET_ENOSYS),
+        ];
+        for (nr, a, want) in rows {
+            assert_eq!(call(*nr, args(a)), *want, "syscall {nr} {a:?}");
         }
     }
 

@@ -1,0 +1,768 @@
+//! The code surface of the writable trees: what programs on the host run,
+//! or take configuration from, when the user next works in the workspace.
+//!
+//! - git: every repository's `config`, `config.worktree`, `commondir` and
+//!   `hooks/`, anywhere in the tree (nested repositories, submodules'
+//!   git dirs, bare repositories: git finds all of them), and `.git`
+//!   itself when it is a symlink or a `gitdir:` file;
+//! - direnv and editors: `.envrc`, `.exrc`, `.nvimrc`, `.nvim.lua`,
+//!   everything in `.vscode/` and `.idea/`, at any depth;
+//! - shells: the rc files at the top of each writable tree (a writable
+//!   tree may be a home directory).
+//!
+//! During a run the surface that exists at a tree's top is bound read-only
+//! (`profile/protect.rs`), which creates nothing on the host. Everything
+//! else is checked when the sandbox is gone: an entry whose inode changed
+//! after the session started (its ctime, which no unprivileged process can
+//! set back) was written, renamed or linked by the agent. A git config
+//! that holds only keys git itself writes for `init`, `clone`, `remote`
+//! and branch tracking stays, and so does a `*.sample` hook; anything
+//! else is quarantined: renamed to `NAME.airlock-quarantine`, where
+//! nothing runs it, and reported. The supervisor runs the check after
+//! every ending it sees; should it be killed, init runs it (see
+//! `init.rs`).
+//!
+//! The walk opens each directory relative to its parent without following
+//! symlinks, and renames within the directory it opened, so a symlink the
+//! agent planted can never point the check outside the tree.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::{Dir, Type};
+use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{fstatat, Mode};
+
+/// Suffix of a quarantined entry.
+pub const QUARANTINE_SUFFIX: &str = ".airlock-quarantine";
+
+/// Shell rc files: part of the surface at the top of a writable tree.
+pub const RC_FILES: &[&str] = &[
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".zlogout",
+];
+
+/// Files that direnv or an editor runs in whatever directory holds them.
+pub const ANYWHERE_FILES: &[&str] = &[".envrc", ".exrc", ".nvimrc", ".nvim.lua"];
+
+/// Editor folders whose every file is surface (tasks, launch and settings
+/// files run commands).
+pub const EDITOR_DIRS: &[&str] = &[".vscode", ".idea"];
+
+/// Deepest directory the walk enters (a bound on pathological trees).
+const MAX_DEPTH: usize = 256;
+
+/// Largest git config the check reads; a larger one is quarantined.
+const MAX_CONFIG: u64 = 64 << 10;
+
+/// A moment on the clock that stamps inode changes (CLOCK_REALTIME).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Since {
+    sec: i64,
+    nsec: i64,
+}
+
+impl Since {
+    /// Now, on the coarse clock the kernel stamps most inode changes with:
+    /// it never runs ahead of a stamp made later, so every change from
+    /// now on compares at or after it.
+    pub fn now() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the kernel to fill. Should
+        // the call fail, `ts` stays at the epoch: every entry then counts
+        // as changed (fail closed).
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        Since {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec,
+        }
+    }
+
+    fn changed(&self, st: &nix::sys::stat::FileStat) -> bool {
+        (st.st_ctime, st.st_ctime_nsec) >= (self.sec, self.nsec)
+    }
+}
+
+/// What the check found at one path and what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The entry, as a host path.
+    pub path: PathBuf,
+    /// What it is and why it matters, e.g. `git config (core.fsmonitor)`.
+    pub what: String,
+    /// Where it was moved, or why it could not be.
+    pub outcome: Result<PathBuf, String>,
+}
+
+impl Finding {
+    /// One line for the person running the sandbox (no file contents).
+    pub fn line(&self) -> String {
+        match &self.outcome {
+            Ok(to) => format!(
+                "sandbox: workspace: the agent changed {} ({}); quarantined as {}",
+                self.path.display(),
+                self.what,
+                to.display()
+            ),
+            Err(e) => format!(
+                "sandbox: workspace: WARNING: the agent changed {} ({}) and it could not be \
+                 quarantined ({e}): inspect it before running git or a shell there",
+                self.path.display(),
+                self.what
+            ),
+        }
+    }
+}
+
+/// How an entry of a directory counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not surface; a directory is walked.
+    Plain,
+    /// Surface: quarantined when changed.
+    Surface(&'static str),
+    /// A git config: kept when changed but safe.
+    GitConfig,
+    /// An entry of a git dir's `hooks/`: kept when a `*.sample`.
+    Hook,
+    /// A directory whose every entry is surface.
+    EditorDir,
+    /// A git dir's `hooks/` directory.
+    HooksDir,
+}
+
+/// Where a directory sits, for [`classify`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Place {
+    /// The top of a writable tree.
+    root: bool,
+    /// A git dir (holds `HEAD` and `objects` or `commondir`).
+    git_dir: bool,
+    /// Inside `.vscode/` or `.idea/`.
+    editor: bool,
+    /// A git dir's `hooks/`.
+    hooks: bool,
+}
+
+/// The kind of entry `name` of type `ty` in a directory at `place`.
+fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
+    let is = |list: &[&str]| list.iter().any(|n| n.as_bytes() == name);
+    let dir = ty == Type::Directory;
+    if place.editor {
+        return if dir {
+            Kind::EditorDir
+        } else {
+            Kind::Surface("editor configuration")
+        };
+    }
+    if place.hooks {
+        return if dir { Kind::Plain } else { Kind::Hook };
+    }
+    if name == b".git" {
+        return match ty {
+            Type::Directory => Kind::Plain,
+            Type::Symlink => Kind::Surface("a .git symlink"),
+            _ => Kind::Surface("a .git file (gitdir: pointer)"),
+        };
+    }
+    if place.git_dir {
+        match name {
+            b"config" | b"config.worktree" => {
+                return if ty == Type::File {
+                    Kind::GitConfig
+                } else {
+                    Kind::Surface("git config that is not a plain file")
+                }
+            }
+            b"commondir" => return Kind::Surface("git commondir"),
+            b"hooks" => {
+                return if dir {
+                    Kind::HooksDir
+                } else {
+                    Kind::Surface("git hooks that are not a directory")
+                }
+            }
+            _ => {}
+        }
+    }
+    if is(EDITOR_DIRS) {
+        return if dir {
+            Kind::EditorDir
+        } else {
+            Kind::Surface("editor configuration")
+        };
+    }
+    if is(ANYWHERE_FILES) && !dir {
+        return Kind::Surface("a file direnv or an editor runs");
+    }
+    if place.root && is(RC_FILES) && !dir {
+        return Kind::Surface("a shell rc file");
+    }
+    Kind::Plain
+}
+
+/// Checks every tree in `trees` for surface entries changed at or after
+/// `since`, and the profile's own `extra` paths (`filesystem.protect`,
+/// relative to each tree), quarantines them, and says what it found.
+/// Never fails: what cannot be read is reported, not skipped silently.
+pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for tree in trees {
+        for rel in extra {
+            check_extra(tree, rel, since, &mut findings);
+        }
+        let Ok(c) = CString::new(tree.as_os_str().as_bytes()) else {
+            continue;
+        };
+        match openat(
+            nix::fcntl::AT_FDCWD,
+            c.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => walk(
+                fd,
+                tree,
+                Place {
+                    root: true,
+                    ..Place::default()
+                },
+                since,
+                0,
+                &mut findings,
+            ),
+            // A write path that is gone: nothing of it can run.
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => findings.push(Finding {
+                path: tree.clone(),
+                what: "a writable tree".into(),
+                outcome: Err(format!("cannot open it: {e}")),
+            }),
+        }
+    }
+    findings
+}
+
+/// A `filesystem.protect` path: surface wherever it is.
+fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Vec<Finding>) {
+    let path = tree.join(rel);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    // Only through real directories: a symlinked parent is the agent's.
+    if !std::fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir())
+        || parent.ancestors().any(|a| {
+            a.starts_with(tree) && std::fs::symlink_metadata(a).is_ok_and(|m| m.is_symlink())
+        })
+    {
+        return;
+    }
+    let (Ok(p), Ok(n)) = (
+        CString::new(parent.as_os_str().as_bytes()),
+        CString::new(name.as_bytes()),
+    ) else {
+        return;
+    };
+    let Ok(dir) = openat(
+        nix::fcntl::AT_FDCWD,
+        p.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    surface(&dir, &n, &path, "a path the profile protects", since, out);
+}
+
+fn walk(
+    fd: OwnedFd,
+    path: &Path,
+    place: Place,
+    since: Since,
+    depth: usize,
+    out: &mut Vec<Finding>,
+) {
+    let Ok(dup) = fd.try_clone() else { return };
+    let Ok(mut dir) = Dir::from_fd(dup) else {
+        return;
+    };
+    let mut entries: Vec<(CString, Type)> = Vec::new();
+    for entry in dir.iter().flatten() {
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let ty = match entry.file_type() {
+            Some(t) => t,
+            None => match fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => type_of(st.st_mode),
+                Err(_) => continue,
+            },
+        };
+        entries.push((name.to_owned(), ty));
+    }
+    drop(dir);
+    let has = |n: &[u8], t: Type| entries.iter().any(|(e, et)| e.to_bytes() == n && *et == t);
+    let place = Place {
+        git_dir: place.git_dir
+            || (has(b"HEAD", Type::File)
+                && (has(b"objects", Type::Directory) || has(b"commondir", Type::File))),
+        ..place
+    };
+    for (name, ty) in &entries {
+        let child = path.join(OsStr::from_bytes(name.to_bytes()));
+        // A git dir's own state (objects, refs, logs) is data, but its
+        // `modules/` and `worktrees/` hold further git dirs: the walk goes on.
+        match classify(name.to_bytes(), *ty, place) {
+            Kind::Plain if *ty == Type::Directory => {
+                enter(&fd, name, &child, Place::default(), since, depth, out)
+            }
+            Kind::Plain => {}
+            Kind::EditorDir => enter(
+                &fd,
+                name,
+                &child,
+                Place {
+                    editor: true,
+                    ..Place::default()
+                },
+                since,
+                depth,
+                out,
+            ),
+            Kind::HooksDir => enter(
+                &fd,
+                name,
+                &child,
+                Place {
+                    hooks: true,
+                    ..Place::default()
+                },
+                since,
+                depth,
+                out,
+            ),
+            Kind::Hook if name.to_bytes().ends_with(b".sample") => {}
+            Kind::Hook => surface(&fd, name, &child, "a git hook", since, out),
+            Kind::Surface(what) => surface(&fd, name, &child, what, since, out),
+            Kind::GitConfig => {
+                if !changed(&fd, name, since) {
+                    continue;
+                }
+                match read_config(&fd, name).and_then(|t| config_is_safe(&t)) {
+                    Ok(()) => {}
+                    Err(why) => quarantine(&fd, name, &child, format!("git config ({why})"), out),
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn enter(
+    parent: &OwnedFd,
+    name: &CStr,
+    path: &Path,
+    place: Place,
+    since: Since,
+    depth: usize,
+    out: &mut Vec<Finding>,
+) {
+    if depth >= MAX_DEPTH {
+        out.push(Finding {
+            path: path.to_path_buf(),
+            what: "a directory nested too deep to check".into(),
+            outcome: Err(format!("deeper than {MAX_DEPTH} levels")),
+        });
+        return;
+    }
+    // Unreadable to us means unwritable to the agent, which had no more
+    // rights than the checker (or it vanished): nothing to do.
+    if let Ok(fd) = openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        walk(fd, path, place, since, depth + 1, out);
+    }
+}
+
+fn changed(dir: &OwnedFd, name: &CStr, since: Since) -> bool {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| since.changed(&st))
+}
+
+fn surface(
+    dir: &OwnedFd,
+    name: &CStr,
+    path: &Path,
+    what: &str,
+    since: Since,
+    out: &mut Vec<Finding>,
+) {
+    if changed(dir, name, since) {
+        quarantine(dir, name, path, what.to_string(), out);
+    }
+}
+
+/// Renames `name` to `name.airlock-quarantine` (or `...-N`), never over
+/// an existing entry.
+fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Vec<Finding>) {
+    let mut outcome = Err("no free quarantine name".to_string());
+    for n in 0..100 {
+        let suffix = if n == 0 {
+            QUARANTINE_SUFFIX.to_string()
+        } else {
+            format!("{QUARANTINE_SUFFIX}-{n}")
+        };
+        let mut new = name.to_bytes().to_vec();
+        new.extend_from_slice(suffix.as_bytes());
+        let Ok(new) = CString::new(new) else { break };
+        match renameat2(
+            dir,
+            name,
+            dir,
+            new.as_c_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => {
+                let mut to = path.as_os_str().to_owned();
+                to.push(&suffix);
+                outcome = Ok(PathBuf::from(to));
+                break;
+            }
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => {
+                outcome = Err(format!("rename: {e}"));
+                break;
+            }
+        }
+    }
+    out.push(Finding {
+        path: path.to_path_buf(),
+        what,
+        outcome,
+    });
+}
+
+fn read_config(dir: &OwnedFd, name: &CStr) -> Result<String, String> {
+    use std::io::Read;
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("unreadable: {e}"))?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a plain file".into());
+    }
+    if meta.len() > MAX_CONFIG {
+        return Err("larger than a config git writes".into());
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG + 1)
+        .read_to_string(&mut text)
+        .map_err(|_| "not UTF-8 text".to_string())?;
+    Ok(text)
+}
+
+fn type_of(mode: libc::mode_t) -> Type {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => Type::Directory,
+        libc::S_IFLNK => Type::Symlink,
+        libc::S_IFIFO => Type::Fifo,
+        libc::S_IFSOCK => Type::Socket,
+        libc::S_IFCHR => Type::CharacterDevice,
+        libc::S_IFBLK => Type::BlockDevice,
+        _ => Type::File,
+    }
+}
+
+/// The keys a repository's config may hold after a run: what git itself
+/// writes for `init`, `clone`, `remote add`, `branch --set-upstream-to`
+/// and `config user.*`. Each is data, never a command or a path git would
+/// run or read: `core.fsmonitor`, `core.hooksPath`, `core.sshCommand`,
+/// `core.pager`, `alias.*`, `include.*`, `filter.*`, `diff.*`,
+/// `credential.*` and every other key are refused by omission.
+/// `(section, with subsection, key)`, lowercase.
+const SAFE_KEYS: &[(&str, bool, &str)] = &[
+    ("core", false, "repositoryformatversion"),
+    ("core", false, "filemode"),
+    ("core", false, "bare"),
+    ("core", false, "logallrefupdates"),
+    ("core", false, "ignorecase"),
+    ("core", false, "precomposeunicode"),
+    ("core", false, "symlinks"),
+    ("core", false, "autocrlf"),
+    ("core", false, "eol"),
+    ("core", false, "safecrlf"),
+    ("core", false, "quotepath"),
+    ("extensions", false, "objectformat"),
+    ("extensions", false, "refstorage"),
+    ("extensions", false, "worktreeconfig"),
+    ("extensions", false, "partialclone"),
+    ("remote", true, "url"),
+    ("remote", true, "pushurl"),
+    ("remote", true, "fetch"),
+    ("remote", true, "push"),
+    ("remote", true, "tagopt"),
+    ("remote", true, "prune"),
+    ("remote", true, "promisor"),
+    ("remote", true, "partialclonefilter"),
+    ("remote", true, "mirror"),
+    ("branch", true, "remote"),
+    ("branch", true, "merge"),
+    ("branch", true, "rebase"),
+    ("branch", true, "pushremote"),
+    ("branch", true, "description"),
+    ("user", false, "name"),
+    ("user", false, "email"),
+    ("init", false, "defaultbranch"),
+    ("submodule", true, "url"),
+    ("submodule", true, "active"),
+    ("submodule", true, "branch"),
+    ("pull", false, "rebase"),
+    ("pull", false, "ff"),
+    ("fetch", false, "prune"),
+];
+
+/// Whether a git config holds only [`SAFE_KEYS`], in the plain layout git
+/// writes. Anything this parser is unsure of (continuation lines, odd
+/// headers) is unsafe: the config is quarantined, not guessed at.
+pub fn config_is_safe(text: &str) -> Result<(), String> {
+    let mut section: Option<(String, bool)> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let at = |why: &str| format!("line {}: {why}", n + 1);
+        if let Some(rest) = line.strip_prefix('[') {
+            let (header, after) = rest
+                .split_once(']')
+                .ok_or_else(|| at("unterminated section header"))?;
+            let after = after.trim();
+            if !(after.is_empty() || after.starts_with('#') || after.starts_with(';')) {
+                return Err(at("text after a section header"));
+            }
+            section = Some(parse_header(header).ok_or_else(|| at("unusual section header"))?);
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (line, None),
+        };
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || !key.starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            return Err(at("unusual key"));
+        }
+        if value.is_some_and(|v| v.ends_with('\\')) {
+            return Err(at("a continued value"));
+        }
+        let key = key.to_ascii_lowercase();
+        let Some((name, sub)) = &section else {
+            return Err(at("a key outside any section"));
+        };
+        if !SAFE_KEYS
+            .iter()
+            .any(|(s, with_sub, k)| s == name && with_sub == sub && *k == key)
+        {
+            return Err(format!("{name}.{key}"));
+        }
+        if key == "url" || key == "pushurl" {
+            let v = value.unwrap_or("").trim_matches('"');
+            // `<transport>::<address>` runs git-remote-<transport>, and
+            // `ext::` runs a command line; an option-like URL is refused.
+            let transport = v.split_once("::").map(|(t, _)| t);
+            if transport.is_some_and(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            }) || v.starts_with('-')
+            {
+                return Err(format!("{name}.{key} with a transport helper"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `core`, `remote "origin"` or `branch.main`: the lowercase section and
+/// whether it has a subsection.
+fn parse_header(header: &str) -> Option<(String, bool)> {
+    let header = header.trim();
+    let (name, sub) = match header.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((name, sub)) => {
+            let sub = sub.trim();
+            let inner = sub.strip_prefix('"')?.strip_suffix('"')?;
+            if inner.contains('"') && !inner.contains("\\\"") {
+                return None;
+            }
+            (name, true)
+        }
+        None => match header.split_once('.') {
+            Some((name, _)) => (name, true),
+            None => (header, false),
+        },
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return None;
+    }
+    Some((name.to_ascii_lowercase(), sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_git_writes_is_safe_and_every_command_key_is_not() {
+        let init = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n";
+        let clone = format!(
+            "{init}[remote \"origin\"]\n\turl = https://example.com/r.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n[branch \"main\"]\n\tremote = origin\n\tmerge = refs/heads/main\n"
+        );
+        assert_eq!(config_is_safe(init), Ok(()));
+        assert_eq!(config_is_safe(&clone), Ok(()));
+        assert_eq!(
+            config_is_safe("[user]\n name = A\n email = a@example.com\n"),
+            Ok(())
+        );
+        let refused: &[(&str, &str)] = &[
+            ("[core]\n fsmonitor = ./x\n", "core.fsmonitor"),
+            ("[core]\n hooksPath = h\n", "core.hookspath"),
+            ("[core]\n sshCommand = x\n", "core.sshcommand"),
+            ("[core]\n pager = x\n", "core.pager"),
+            ("[core]\n editor = x\n", "core.editor"),
+            ("[core]\n gitProxy = x\n", "core.gitproxy"),
+            ("[core]\n worktree = /\n", "core.worktree"),
+            ("[alias]\n x = !sh\n", "alias.x"),
+            ("[include]\n path = /tmp/c\n", "include.path"),
+            ("[includeIf \"gitdir:/\"]\n path = c\n", "includeif.path"),
+            ("[filter \"f\"]\n clean = x\n", "filter.clean"),
+            ("[filter \"f\"]\n smudge = x\n", "filter.smudge"),
+            ("[diff \"d\"]\n textconv = x\n", "diff.textconv"),
+            ("[credential]\n helper = x\n", "credential.helper"),
+            ("[remote \"o\"]\n uploadpack = x\n", "remote.uploadpack"),
+            ("[submodule \"s\"]\n update = !x\n", "submodule.update"),
+            ("[protocol \"ext\"]\n allow = always\n", "protocol.allow"),
+            (
+                "[core]\n\tbare = false\n[core]\n\tFSMONITOR = x\n",
+                "core.fsmonitor",
+            ),
+            ("[core.x]\n fsmonitor = x\n", "core.fsmonitor"),
+        ];
+        for (text, key) in refused {
+            let err = config_is_safe(text).expect_err(text);
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        for text in [
+            "[remote \"o\"]\n url = ext::sh -c touch% /tmp/x\n",
+            "[remote \"o\"]\n url = evil::x\n",
+            "[remote \"o\"]\n url = -oProxyCommand=x\n",
+            "[core]\n bare = false \\\n fsmonitor = x\n",
+            "[core] fsmonitor = x\n",
+            "fsmonitor = x\n",
+            "[core\n",
+            "[co re \"x]\n",
+        ] {
+            assert!(config_is_safe(text).is_err(), "{text:?} passed");
+        }
+        // IPv6 literals and ports are not transports.
+        assert_eq!(
+            config_is_safe("[remote \"o\"]\n url = ssh://[::1]:22/r.git\n"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn entries_are_classified_by_name_and_place() {
+        let root = Place {
+            root: true,
+            ..Place::default()
+        };
+        let git = Place {
+            git_dir: true,
+            ..Place::default()
+        };
+        let deep = Place::default();
+        let f = Type::File;
+        let d = Type::Directory;
+        let l = Type::Symlink;
+        let rows: &[(&str, Type, Place, Kind)] = &[
+            (".bashrc", f, root, Kind::Surface("a shell rc file")),
+            (".bashrc", f, deep, Kind::Plain),
+            (
+                ".envrc",
+                f,
+                deep,
+                Kind::Surface("a file direnv or an editor runs"),
+            ),
+            (".vscode", d, deep, Kind::EditorDir),
+            (".vscode", l, deep, Kind::Surface("editor configuration")),
+            (".git", d, deep, Kind::Plain),
+            (".git", l, deep, Kind::Surface("a .git symlink")),
+            (
+                ".git",
+                f,
+                deep,
+                Kind::Surface("a .git file (gitdir: pointer)"),
+            ),
+            ("config", f, git, Kind::GitConfig),
+            (
+                "config",
+                l,
+                git,
+                Kind::Surface("git config that is not a plain file"),
+            ),
+            ("config", f, deep, Kind::Plain),
+            ("config.worktree", f, git, Kind::GitConfig),
+            ("commondir", f, git, Kind::Surface("git commondir")),
+            ("hooks", d, git, Kind::HooksDir),
+            ("hooks", d, deep, Kind::Plain),
+            ("objects", d, git, Kind::Plain),
+            (
+                "pre-commit",
+                f,
+                Place {
+                    hooks: true,
+                    ..Place::default()
+                },
+                Kind::Hook,
+            ),
+            (
+                "tasks.json",
+                f,
+                Place {
+                    editor: true,
+                    ..Place::default()
+                },
+                Kind::Surface("editor configuration"),
+            ),
+            ("main.rs", f, deep, Kind::Plain),
+        ];
+        for (name, ty, place, want) in rows {
+            assert_eq!(
+                classify(name.as_bytes(), *ty, *place),
+                *want,
+                "{name} {ty:?} {place:?}"
+            );
+        }
+    }
+}
