@@ -281,19 +281,6 @@ fn agent_cannot_create_or_modify_protected_paths() {
     );
 }
 
-/// Without a .git directory, the agent cannot create one (with hooks).
-#[test]
-fn agent_cannot_create_a_git_directory_with_hooks() {
-    let sb = Sandbox::new();
-    let out = sb.sh("mkdir -p .git/hooks 2>/dev/null && echo CREATED; git init -q . 2>/dev/null && echo INIT; echo done");
-    out.assert_code(0, "script runs");
-    assert!(
-        !out.stdout.contains("CREATED") && !out.stdout.contains("INIT"),
-        "{out}"
-    );
-    assert!(!sb.workspace.path().join(".git/hooks").exists());
-}
-
 const MANAGED: &str = "[managed]\nallow_cli_network = false\n\n[network]\nallow = [\"api.anthropic.com\", \"*.example.com\"]\ndeny = [\"evil.example.com\"]\n\n[limits]\ntimeout = \"8h\"\n";
 
 #[test]

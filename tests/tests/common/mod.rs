@@ -335,11 +335,12 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A fresh workspace owned by the agent's default uid, with the probe.
+    /// A fresh workspace with the probe, owned by whoever runs the tests
+    /// (root in CI: no chown, as users run it; the agent owns it through
+    /// an idmapped mount).
     pub fn new() -> Sandbox {
         let workspace = TempDir::new("/tmp", "airlock-ws");
         let probe = install_probe(workspace.path(), "probe");
-        chown(workspace.path(), agent_uid(), agent_gid());
         let audit = TempDir::new("/tmp", "airlock-audit");
         Sandbox {
             workspace,
