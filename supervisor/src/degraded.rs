@@ -108,6 +108,26 @@ pub fn plan(
     full: &SandboxPlan,
     list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
 ) -> Result<DegradedPlan, SetupError> {
+    // Without a mount namespace nothing can be idmapped: the agent would
+    // run unable to write the tree. Say so instead.
+    if let Some(MountStep::IdmappedBind { source, map, .. }) = full
+        .mounts
+        .iter()
+        .find(|m| matches!(m, MountStep::IdmappedBind { .. }))
+    {
+        return Err(SetupError::new(
+            "identity",
+            format!(
+                "--isolation landlock-only has no mount namespace, so {} (owned by uid {}) \
+                 cannot be idmapped and the agent (uid {}) could not write it. Fix: use full \
+                 isolation, or pass --uid/--gid of the tree's owner (never 0), or chown it to \
+                 the agent's uid",
+                source.display(),
+                map.owner_uid,
+                map.agent_uid
+            ),
+        ));
+    }
     let session = &full.session_dir;
     let tmp = session.join("tmp");
     let home = session.join("home");

@@ -16,6 +16,7 @@ struct Check {
 pub fn main() -> ExitCode {
     let mut checks = vec![kernel(), user_namespaces(), landlock_abi(), seccomp()];
     checks.extend(cgroups());
+    checks.push(idmapped_mounts());
     let trial = trial_run();
     let works = trial.ok;
     checks.push(trial);
@@ -156,15 +157,64 @@ fn limit_support() -> Vec<Check> {
         .collect()
 }
 
+/// As root, whether the trees a workspace usually lives on (the current
+/// directory, the temp dir) can be idmapped onto the agent: tried for
+/// real, not guessed from the filesystem type.
+fn idmapped_mounts() -> Check {
+    if !nix::unistd::geteuid().is_root() {
+        return Check {
+            name: "idmapped mounts",
+            ok: true,
+            detail: "not needed: as an ordinary user the agent runs as you".into(),
+        };
+    }
+    let mut ok = true;
+    let mut parts = Vec::new();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    for path in [cwd, std::env::temp_dir()] {
+        let fs = crate::idmap::supported(&path);
+        let step = crate::mounts::MountStep::IdmappedBind {
+            source: path.clone(),
+            target: path.clone(),
+            map: crate::idmap::IdMap {
+                owner_uid: 0,
+                owner_gid: 0,
+                agent_uid: crate::plan::DEFAULT_UNPRIVILEGED_ID,
+                agent_gid: crate::plan::DEFAULT_UNPRIVILEGED_ID,
+            },
+            dir: true,
+        };
+        match crate::idmap::Detached::prepare(std::slice::from_ref(&step)) {
+            Ok(_) => parts.push(format!(
+                "{} ({}): supported",
+                path.display(),
+                fs.unwrap_or("?")
+            )),
+            Err(e) => {
+                ok = false;
+                parts.push(format!(
+                    "{}: NOT supported ({}); a root-owned workspace there is refused, one owned \
+                     by another user runs the agent as that user",
+                    path.display(),
+                    fs.err().unwrap_or(e.message)
+                ));
+            }
+        }
+    }
+    Check {
+        name: "idmapped mounts",
+        ok,
+        detail: parts.join("; "),
+    }
+}
+
 fn trial_run() -> Check {
     let exe = std::env::current_exe();
     let dir = std::env::temp_dir().join(format!("airlock-doctor-{}", std::process::id()));
     let result = exe.map_err(|e| e.to_string()).and_then(|exe| {
+        // Created as whoever runs doctor (root: a root-owned tree, as a
+        // container's /work is), so the trial also proves the idmapping.
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        if nix::unistd::geteuid().is_root() {
-            let id = crate::plan::DEFAULT_UNPRIVILEGED_ID;
-            let _ = std::os::unix::fs::chown(&dir, Some(id), Some(id));
-        }
         Command::new(exe)
             .args(["run", "--workspace"])
             .arg(&dir)

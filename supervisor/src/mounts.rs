@@ -321,6 +321,9 @@ fn apply(
             }
             crate::idmap::attach(&tree, &at)
         }
+        // Hidden by a later mount (a HOME tmpfs over a write path): there
+        // is nothing of it to pin in the view.
+        MountStep::SelfBind { .. } if fs::symlink_metadata(&at).is_err() => Ok(()),
         MountStep::SelfBind { writable, .. } => {
             mount(
                 Some(at.as_path()),

@@ -29,7 +29,7 @@ const DEGRADED: &str = "--isolation=landlock-only";
 
 #[test]
 fn landlock_only_refuses_to_run_without_landlock_scoping_or_runs_degraded() {
-    let sb = Sandbox::new();
+    let sb = landlock_only_sandbox();
     let out = sb.run_with(&[DEGRADED], &["true"]);
     if landlock_abi() < 6 {
         out.assert_code(125, "too old a Landlock: nothing runs");
@@ -51,7 +51,7 @@ fn landlock_only_refuses_to_run_without_landlock_scoping_or_runs_degraded() {
 
 #[test]
 fn landlock_only_is_never_chosen_by_itself() {
-    let sb = Sandbox::new();
+    let sb = landlock_only_sandbox();
     let out = sb.run_with(&["--isolation=auto"], &["true"]);
     out.assert_code(125, "an unknown isolation mode is refused");
     if common::is_root() || landlock_abi() >= 1 {
@@ -76,7 +76,7 @@ fn landlock_only_still_stops_the_applicable_escapes() {
         );
         return;
     }
-    let sb = Sandbox::new();
+    let sb = landlock_only_sandbox();
     // A readable directory with one denied file in it: Landlock cannot deny
     // beneath a grant, so the degraded plan must carve it out.
     let data = TempDir::new("/tmp", "airlock-dg-data");
@@ -185,7 +185,7 @@ fn landlock_only_reaches_allowed_hosts_through_the_egress_socket_only() {
         return;
     }
     let up = common::net::Upstream::start();
-    let sb = Sandbox::new();
+    let sb = landlock_only_sandbox();
     let port = up.port.to_string();
     let script = format!(
         "curl -sS --max-time 10 http://127.0.0.1:{port}/hello; \
@@ -216,4 +216,35 @@ fn landlock_only_reaches_allowed_hosts_through_the_egress_socket_only() {
         .filter(|e| e["airlock"]["decision"] == "allow")
         .count();
     assert!(allowed >= 1, "the proxy recorded the request");
+}
+
+/// A workspace the agent's uid owns: landlock-only has no mount namespace
+/// to idmap a root-owned one in (see the refusal below).
+fn landlock_only_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    common::chown(
+        sb.workspace.path(),
+        common::agent_uid(),
+        common::agent_gid(),
+    );
+    sb
+}
+
+/// As root, landlock-only cannot give the agent a root-owned workspace:
+/// it refuses, naming the cause and the fix, instead of running unable to
+/// write.
+#[test]
+fn landlock_only_refuses_a_workspace_the_agent_could_not_write() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let out = sb.run_with(&["--isolation=landlock-only"], &["/bin/true"]);
+    out.assert_code(125, "refused");
+    assert!(
+        out.stderr.contains("has no mount namespace")
+            && out.stderr.contains("could not write it. Fix:"),
+        "{out}"
+    );
 }
