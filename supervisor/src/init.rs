@@ -239,6 +239,17 @@ fn start_agent(
         Ok(s) => s,
         Err(e) => return Err((SetupError::io("init", "signalfd", e), errors)),
     };
+    // From the agent's start on, the supervisor's death is noticed in
+    // `supervise` (the go pipe hangs up, level-triggered, so a death
+    // during the spawn counts too): init then ends the sandbox and checks
+    // the workspace before it exits, instead of dying at once. Cleared
+    // before the spawn, or a death right after it would kill init first.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(None) {
+        return Err((
+            SetupError::io("init", "clear the parent-death signal", e),
+            errors,
+        ));
+    }
     // The agent's copies of the signalfd and the relay's sockets close at
     // its execve (it marks every descriptor above stderr close-on-exec).
     match crate::spawn::agent(plan, &errors) {
@@ -246,10 +257,6 @@ fn start_agent(
             // Our copy closes now; the agent's closed at execve, which the
             // supervisor sees as EOF: setup succeeded.
             drop(errors);
-            // From now on the supervisor's death is noticed in `supervise`
-            // (the go pipe hangs up), so init can end the sandbox and check
-            // the workspace before it exits, instead of dying at once.
-            let _ = nix::sys::prctl::set_pdeathsig(None);
             if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
                 let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
             }

@@ -395,23 +395,19 @@ fn run(json_out: bool) -> Result<bool, String> {
     let prober = ws.join("airlock-probe");
     std::fs::copy(&exe, &prober).map_err(|e| format!("copy {}: {e}", exe.display()))?;
     let _ = std::fs::set_permissions(&prober, std::fs::Permissions::from_mode(0o755));
-    // A repository's hooks and config: the workspace files an agent would
-    // rewrite to run code outside the sandbox later.
+    // A repository's hooks and config, an rc file, direnv's and an
+    // editor's: the workspace files an agent would rewrite to run code
+    // outside the sandbox later (read-only while they exist; what the
+    // agent creates is quarantined after the run, see `surface.rs`). The
+    // workspace stays owned by whoever runs the selftest: as root, the
+    // agent writes it through an idmapped mount.
     std::fs::create_dir_all(ws.join(".git/hooks"))
         .and_then(|()| std::fs::write(ws.join(".git/config"), "[core]\n"))
+        .and_then(|()| std::fs::write(ws.join(".bashrc"), ""))
+        .and_then(|()| std::fs::write(ws.join(".envrc"), ""))
+        .and_then(|()| std::fs::create_dir_all(ws.join(".vscode")))
+        .and_then(|()| std::fs::write(ws.join(".vscode/tasks.json"), "{}"))
         .map_err(|e| format!("create {}/.git: {e}", ws.display()))?;
-    if root {
-        let id = crate::plan::DEFAULT_UNPRIVILEGED_ID;
-        for path in [
-            ws.clone(),
-            ws.join(".git"),
-            ws.join(".git/hooks"),
-            ws.join(".git/config"),
-        ] {
-            std::os::unix::fs::chown(&path, Some(id), Some(id))
-                .map_err(|e| format!("chown {}: {e}", path.display()))?;
-        }
-    }
     let profile = scratch.join("selftest.toml");
     // As an ordinary user the cgroup limits may not be enforceable: run
     // anyway, and let the resource rows say so.

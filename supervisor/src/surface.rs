@@ -127,6 +127,14 @@ impl Finding {
     }
 }
 
+/// What a walk found, and the hooks directories repositories name in
+/// their config (`core.hooksPath`), checked once the tree is walked.
+#[derive(Default)]
+struct Report {
+    findings: Vec<Finding>,
+    hook_dirs: Vec<PathBuf>,
+}
+
 /// How an entry of a directory counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -219,10 +227,10 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
 /// relative to each tree), quarantines them, and says what it found.
 /// Never fails: what cannot be read is reported, not skipped silently.
 pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding> {
-    let mut findings = Vec::new();
+    let mut report = Report::default();
     for tree in trees {
         for rel in extra {
-            check_extra(tree, rel, since, &mut findings);
+            check_extra(tree, rel, since, &mut report);
         }
         let Ok(c) = CString::new(tree.as_os_str().as_bytes()) else {
             continue;
@@ -242,22 +250,28 @@ pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding>
                 },
                 since,
                 0,
-                &mut findings,
+                &mut report,
             ),
             // A write path that is gone: nothing of it can run.
             Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => findings.push(Finding {
+            Err(e) => report.findings.push(Finding {
                 path: tree.clone(),
                 what: "a writable tree".into(),
                 outcome: Err(format!("cannot open it: {e}")),
             }),
         }
+        for dir in std::mem::take(&mut report.hook_dirs) {
+            if dir.starts_with(tree) {
+                let rel = dir.strip_prefix(tree).unwrap_or(&dir).to_path_buf();
+                check_hooks_path(tree, &rel, since, &mut report);
+            }
+        }
     }
-    findings
+    report.findings
 }
 
 /// A `filesystem.protect` path: surface wherever it is.
-fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Vec<Finding>) {
+fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
     let path = tree.join(rel);
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return;
@@ -287,14 +301,103 @@ fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Vec<Finding>) {
     surface(&dir, &n, &path, "a path the profile protects", since, out);
 }
 
-fn walk(
-    fd: OwnedFd,
-    path: &Path,
-    place: Place,
-    since: Since,
-    depth: usize,
-    out: &mut Vec<Finding>,
-) {
+/// A `core.hooksPath` inside the tree: every component opened without
+/// following symlinks (a symlink the agent made on the way is itself
+/// quarantined), then every entry of the directory is a hook.
+fn check_hooks_path(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
+    let Ok(root) = CString::new(tree.as_os_str().as_bytes()) else {
+        return;
+    };
+    let Ok(mut dir) = openat(
+        nix::fcntl::AT_FDCWD,
+        root.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let mut at = tree.to_path_buf();
+    for part in rel.components() {
+        let std::path::Component::Normal(part) = part else {
+            return;
+        };
+        let Ok(name) = CString::new(part.as_bytes()) else {
+            return;
+        };
+        at.push(part);
+        match openat(
+            &dir,
+            name.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(next) => dir = next,
+            Err(_) => {
+                surface(
+                    &dir,
+                    &name,
+                    &at,
+                    "a link on the way to core.hooksPath",
+                    since,
+                    out,
+                );
+                return;
+            }
+        }
+    }
+    walk(
+        dir,
+        &at,
+        Place {
+            hooks: true,
+            ..Place::default()
+        },
+        since,
+        0,
+        out,
+    );
+}
+
+/// `path` with `.` and `..` removed, without touching the filesystem.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The `core.hooksPath` a config sets, if any (the last one wins).
+fn hooks_path(text: &str) -> Option<String> {
+    let mut in_core = false;
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix('[') {
+            let header = rest.split(']').next().unwrap_or("").trim();
+            in_core = header.eq_ignore_ascii_case("core");
+            continue;
+        }
+        if !in_core {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("hookspath") {
+                let v = v.trim().trim_matches('"');
+                found = (!v.is_empty()).then(|| v.to_string());
+            }
+        }
+    }
+    found
+}
+
+fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out: &mut Report) {
     let Ok(dup) = fd.try_clone() else { return };
     let Ok(mut dir) = Dir::from_fd(dup) else {
         return;
@@ -359,6 +462,18 @@ fn walk(
             Kind::Hook => surface(&fd, name, &child, "a git hook", since, out),
             Kind::Surface(what) => surface(&fd, name, &child, what, since, out),
             Kind::GitConfig => {
+                if name.to_bytes() == b"config" {
+                    // The repository's own hooks directory, if it moved
+                    // them into the work tree (husky's `.husky/_`).
+                    if let Some(dir) = read_config(&fd, name).ok().and_then(|t| hooks_path(&t)) {
+                        let base = if path.file_name() == Some(OsStr::new(".git")) {
+                            path.parent().unwrap_or(path)
+                        } else {
+                            path
+                        };
+                        out.hook_dirs.push(lexical(&base.join(dir)));
+                    }
+                }
                 if !changed(&fd, name, since) {
                     continue;
                 }
@@ -379,10 +494,10 @@ fn enter(
     place: Place,
     since: Since,
     depth: usize,
-    out: &mut Vec<Finding>,
+    out: &mut Report,
 ) {
     if depth >= MAX_DEPTH {
-        out.push(Finding {
+        out.findings.push(Finding {
             path: path.to_path_buf(),
             what: "a directory nested too deep to check".into(),
             outcome: Err(format!("deeper than {MAX_DEPTH} levels")),
@@ -405,14 +520,7 @@ fn changed(dir: &OwnedFd, name: &CStr, since: Since) -> bool {
     fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| since.changed(&st))
 }
 
-fn surface(
-    dir: &OwnedFd,
-    name: &CStr,
-    path: &Path,
-    what: &str,
-    since: Since,
-    out: &mut Vec<Finding>,
-) {
+fn surface(dir: &OwnedFd, name: &CStr, path: &Path, what: &str, since: Since, out: &mut Report) {
     if changed(dir, name, since) {
         quarantine(dir, name, path, what.to_string(), out);
     }
@@ -420,7 +528,7 @@ fn surface(
 
 /// Renames `name` to `name.airlock-quarantine` (or `...-N`), never over
 /// an existing entry.
-fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Vec<Finding>) {
+fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Report) {
     let mut outcome = Err("no free quarantine name".to_string());
     for n in 0..100 {
         let suffix = if n == 0 {
@@ -451,7 +559,7 @@ fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut V
             }
         }
     }
-    out.push(Finding {
+    out.findings.push(Finding {
         path: path.to_path_buf(),
         what,
         outcome,
@@ -688,6 +796,19 @@ mod tests {
         assert_eq!(
             config_is_safe("[remote \"o\"]\n url = ssh://[::1]:22/r.git\n"),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn hooks_path_is_read_from_core() {
+        assert_eq!(
+            hooks_path("[core]\n\tbare = false\n\thooksPath = .husky/_\n"),
+            Some(".husky/_".into())
+        );
+        assert_eq!(hooks_path("[alias]\n hooksPath = x\n"), None);
+        assert_eq!(
+            lexical(Path::new("/w/a/../.husky/./_")),
+            PathBuf::from("/w/.husky/_")
         );
     }
 

@@ -233,9 +233,10 @@ fn github_profile_keeps_the_token_out_and_git_non_interactive() {
     assert!(out.stdout.contains("GIT_TERMINAL_PROMPT=0"), "{out}");
 }
 
-/// The agent cannot plant a git hook, rewrite .git/config (core.fsmonitor,
-/// core.hooksPath), or create shell rc files, editor tasks or .envrc —
-/// whether they exist or not.
+/// The agent cannot plant a git hook or rewrite .git/config (core.fsmonitor,
+/// core.hooksPath), nor change existing shell rc files; the ones it creates
+/// (`.profile`, `.envrc`, ...) do not survive the run (tests/workspace.rs
+/// has the whole table).
 #[test]
 fn agent_cannot_create_or_modify_protected_paths() {
     let sb = Sandbox::new();
@@ -243,25 +244,25 @@ fn agent_cannot_create_or_modify_protected_paths() {
     std::fs::create_dir_all(ws.join(".git/hooks")).expect("mkdir");
     write_file(&ws.join(".git/config"), "[core]\n", 0o644);
     write_file(&ws.join(".bashrc"), "# mine\n", 0o644);
-    for p in [".git", ".git/hooks", ".git/config", ".bashrc"] {
-        chown(&ws.join(p), common::agent_uid(), common::agent_gid());
-    }
     let script = "for f in .git/config .bashrc .profile .zshrc .bash_profile .envrc; do \
                     (echo evil >> $f) 2>/dev/null && echo WROTE $f; \
-                    rm -f $f 2>/dev/null; mv $f $f.x 2>/dev/null && echo MOVED $f; \
+                    mv $f $f.x 2>/dev/null && echo MOVED $f; \
                   done; \
                   (echo evil > .git/hooks/pre-commit) 2>/dev/null && echo WROTE hook; \
-                  mkdir .vscode/x 2>/dev/null && echo WROTE vscode; \
-                  (echo x > .idea/workspace.xml) 2>/dev/null && echo WROTE idea; \
-                  rm -rf .git/hooks .vscode 2>/dev/null; \
+                  rm -rf .git/hooks 2>/dev/null; \
                   echo ok > fine.txt && echo done";
     let out = sb.run(&["/bin/sh", "-c", script]);
     out.assert_code(0, "script runs");
     assert!(out.stdout.contains("done"), "{out}");
-    assert!(
-        !out.stdout.contains("WROTE") && !out.stdout.contains("MOVED"),
-        "{out}"
-    );
+    for refused in [
+        "WROTE .git/config",
+        "MOVED .git/config",
+        "WROTE .bashrc",
+        "MOVED .bashrc",
+        "WROTE hook",
+    ] {
+        assert!(!out.stdout.contains(refused), "{refused}: {out}");
+    }
     assert_eq!(
         std::fs::read_to_string(ws.join(".git/config")).expect("config"),
         "[core]\n"
@@ -271,9 +272,8 @@ fn agent_cannot_create_or_modify_protected_paths() {
         "# mine\n"
     );
     assert!(!ws.join(".git/hooks/pre-commit").exists());
-    for f in [".profile", ".zshrc", ".envrc"] {
-        let len = std::fs::metadata(ws.join(f)).map(|m| m.len()).unwrap_or(0);
-        assert_eq!(len, 0, "{f} got content");
+    for f in [".profile", ".zshrc", ".envrc", ".bash_profile"] {
+        assert!(!ws.join(f).exists(), "{f} survived the run: {out}");
     }
     assert_eq!(
         std::fs::read_to_string(ws.join("fine.txt")).expect("fine"),

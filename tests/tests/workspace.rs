@@ -560,3 +560,15 @@ fn agents_keep_working_with_git() {
     assert!(ws.join("newrepo/.git/config").exists());
     assert!(ws.join("cloned/.git/config").exists());
 }
+
+/// A repository whose config moved its hooks into the work tree
+/// (`core.hooksPath`, as husky does): those hooks are code too.
+#[test]
+fn hooks_under_the_configured_hooks_path_are_quarantined() {
+    attack(
+        "core.hooksPath in the work tree",
+        "mkdir .githooks && git config core.hooksPath .githooks",
+        "printf '#!/bin/sh\\ntouch MARK\\n' > .githooks/post-checkout && chmod +x .githooks/post-checkout",
+        &[".githooks/post-checkout"],
+    );
+}
