@@ -302,19 +302,8 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             });
         }
     }
-    let mut masks: Vec<MountStep> = Vec::new();
-    for path in &policy.filesystem.deny {
-        match fs::metadata(path) {
-            Ok(m) if m.is_dir() => masks.push(MountStep::MaskDir {
-                target: path.clone(),
-            }),
-            Ok(_) => masks.push(MountStep::MaskFile {
-                target: path.clone(),
-            }),
-            Err(_) => {}
-        }
-    }
-    masks.sort_by_key(|s| s.target().components().count());
+    // Denies are masked where the view shows them (profile/deny.rs).
+    let masks = crate::profile::deny::masks(&mounts, &policy.filesystem.deny);
     mounts.extend(masks);
 
     Ok(SandboxPlan {

@@ -25,9 +25,12 @@ pub fn check_file(path: &Path, managed: Option<&Layer>) -> Vec<String> {
         Err(e) => return e,
     };
     match managed {
-        Some(m) => managed::enforce(&mut eff, m, &CliLayer::default())
-            .err()
-            .unwrap_or_default(),
+        // Grants are compared with the managed denies as `run` does, for
+        // the current directory as the workspace.
+        Some(m) => match managed::enforce(&mut eff, m, &CliLayer::default()) {
+            Ok(()) => managed::check_grants(&eff, &super::path_vars(None)),
+            Err(e) => e,
+        },
         None => Vec::new(),
     }
 }

@@ -138,6 +138,10 @@ pub struct Effective {
     pub sources: Vec<Source>,
     /// The merged rules.
     pub rules: Rules,
+    /// The managed policy's denies, their variables already resolved from
+    /// trusted sources (also in `rules.deny`), for the canonical check of
+    /// every grant against them (`managed::check_grants`).
+    pub managed_deny: Vec<Entry<String>>,
 }
 
 fn push_unique<T: PartialEq + Clone>(into: &mut Vec<Entry<T>>, from: &[Entry<T>]) {
@@ -343,7 +347,11 @@ impl Effective {
         }
         errors.extend(lint(&rules));
         if errors.is_empty() {
-            Ok(Self { sources, rules })
+            Ok(Self {
+                sources,
+                rules,
+                managed_deny: Vec::new(),
+            })
         } else {
             Err(errors)
         }

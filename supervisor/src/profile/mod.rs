@@ -5,9 +5,10 @@
 //! command-line flags, then bounded by the managed policy (`managed.rs`).
 //! One layer, one file: `format.rs` (the document), `load.rs` (lookup,
 //! validation, `extends`), `merge.rs`, `managed.rs`, `protect.rs` (the
-//! always-protected paths), and one file per `sandbox policy` command.
+//! always-protected paths), `deny.rs` (where denies are masked), and one file per `sandbox policy` command.
 
 pub mod check;
+pub mod deny;
 pub mod explain;
 pub mod format;
 pub mod load;
@@ -31,6 +32,9 @@ pub struct Selection {
     pub managed: Option<PathBuf>,
     /// The flags that change the policy.
     pub cli: CliLayer,
+    /// `--workspace` (else the current directory): a grant the managed
+    /// denies are checked against.
+    pub workspace: Option<PathBuf>,
 }
 
 /// Loads, merges and bounds the effective policy. Every error names its
@@ -64,6 +68,10 @@ pub fn effective_with(sel: &Selection, default_managed: &Path) -> Result<Effecti
     {
         let m = managed::load(&path)?;
         managed::enforce(&mut eff, &m, &sel.cli)?;
+        let errors = managed::check_grants(&eff, &path_vars(sel.workspace.as_deref()));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
     }
     Ok(eff)
 }
@@ -163,6 +171,7 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
                 timeout: select.timeout,
                 report: false,
             },
+            workspace: select.workspace.clone(),
         };
         effective(&sel).map_err(|errors| {
             for e in errors {
