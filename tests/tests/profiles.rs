@@ -442,3 +442,249 @@ fn suggest_turns_denials_into_an_allow_list() {
         "{out}"
     );
 }
+
+/// An ordinary account created for one test (its home under `home`), and
+/// removed again on drop. The managed policy's `${HOME}` is the account
+/// database's, so the test needs an account whose home it controls.
+struct Account {
+    name: String,
+    uid: u32,
+}
+
+impl Account {
+    fn create(home: &Path) -> Account {
+        let name = format!("airlk{}", &common::random_token()[..10]);
+        let out = run_to_end({
+            let mut cmd = Command::new("useradd");
+            cmd.args([
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+            ])
+            .arg(home)
+            .arg(&name);
+            cmd
+        });
+        out.assert_code(0, "useradd for the test account");
+        // Removed on drop from here on, even if the lookup below panics.
+        let mut account = Account { name, uid: 0 };
+        let id = run_to_end({
+            let mut cmd = Command::new("id");
+            cmd.args(["-u", &account.name]);
+            cmd
+        });
+        account.uid = id.stdout.trim().parse().expect("id -u prints a number");
+        account
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// A managed `${HOME}/.ssh` deny holds for an ordinary user whatever their
+/// environment says and however their profile reaches the key: `HOME`
+/// unset, elsewhere, with a trailing slash or `..`, a symlink to the
+/// denied directory, a grant of its parent, a workspace containing it.
+/// Each run reads the key inside; it must fail and its content never show.
+#[test]
+fn managed_home_deny_cannot_be_loosened_through_the_environment() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to create a test account");
+        return;
+    }
+    let base = TempDir::new("/tmp", "airlock-acct");
+    let home = base.join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let account = Account::create(&home);
+    let (uid, h) = (account.uid, home.display().to_string());
+    let secret = format!("AIRLOCK-KEY-{}", common::random_token());
+    std::fs::create_dir(home.join(".ssh")).expect("mkdir .ssh");
+    write_file(&home.join(".ssh/id_ed25519"), &secret, 0o600);
+    for p in [
+        home.join(".ssh/id_ed25519"),
+        home.join(".ssh"),
+        home.clone(),
+    ] {
+        chown(&p, uid, uid);
+    }
+    set_mode(&home.join(".ssh"), 0o700);
+    let link = base.join("sshlink");
+    std::os::unix::fs::symlink(home.join(".ssh"), &link).expect("symlink");
+    let ws = base.join("ws");
+    std::fs::create_dir(&ws).expect("mkdir ws");
+    chown(&ws, uid, uid);
+    let audit = base.join("audit");
+    std::fs::create_dir(&audit).expect("mkdir audit");
+    chown(&audit, uid, uid);
+    let managed_dir = TempDir::new("/tmp", "airlock-managed-home");
+    let managed = install_managed(&managed_dir, "[filesystem]\ndeny = [\"${HOME}/.ssh\"]\n");
+    let profiles = TempDir::new("/tmp", "airlock-home-profiles");
+    let key = format!("{h}/.ssh/id_ed25519");
+    let l = link.display().to_string();
+    let dotdot = format!("{h}/../home");
+    let inside_ssh = format!("{h}/.ssh/..");
+    let w = ws.display().to_string();
+    // (what, HOME, profile's [filesystem], workspace)
+    let cases: &[(&str, Option<&str>, String, &str)] = &[
+        ("HOME unset", None, format!("read = [\"{h}/.ssh\"]"), &w),
+        (
+            "HOME=/tmp",
+            Some("/tmp"),
+            format!("read = [\"{h}/.ssh\"]"),
+            &w,
+        ),
+        (
+            "HOME with a trailing slash",
+            Some(&format!("{h}/")),
+            "read = [\"${HOME}/.ssh\"]".into(),
+            &w,
+        ),
+        (
+            "HOME with ..",
+            Some(&dotdot),
+            "read = [\"${HOME}/.ssh\"]".into(),
+            &w,
+        ),
+        (
+            "a symlink to the denied directory",
+            None,
+            format!("read = [\"{l}\"]"),
+            &w,
+        ),
+        (
+            "a grant of the parent, HOME unset",
+            None,
+            format!("read = [\"{h}\"]"),
+            &w,
+        ),
+        (
+            "a writable grant of the parent, HOME=/tmp",
+            Some("/tmp"),
+            format!("write = [\"{h}\"]"),
+            &w,
+        ),
+        (
+            "the workspace contains it, HOME unset",
+            None,
+            String::new(),
+            &h,
+        ),
+        (
+            "the workspace through .ssh/.., HOME unset",
+            None,
+            String::new(),
+            &inside_ssh,
+        ),
+    ];
+    for (i, (what, home_env, grant, workspace)) in cases.iter().enumerate() {
+        let profile = profiles.join(&format!("p{i}.toml"));
+        write_file(&profile, &format!("[filesystem]\n{grant}\n"), 0o644);
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .arg(sandbox_bin())
+        .args(["run", "--managed", &managed, "--profile"])
+        .arg(&profile)
+        .args(["--workspace", workspace, "--audit-log"])
+        .arg(audit.join("audit.jsonl"))
+        .args(["--", "/bin/cat", &key])
+        .current_dir(&ws)
+        .env_remove("HOME");
+        if let Some(v) = home_env {
+            cmd.env("HOME", v);
+        }
+        let out = run_to_end(cmd);
+        assert!(
+            !out.stdout.contains(&secret) && !out.stderr.contains(&secret),
+            "{what}: the key leaked\n{out}"
+        );
+        assert_ne!(
+            out.code(),
+            Some(0),
+            "{what}: reading the key succeeded\n{out}"
+        );
+        // Refused up front (naming the managed rule) or hidden inside (cat
+        // fails), never a set-up failure on the mask itself.
+        assert!(
+            (out.code() == Some(125)
+                && out
+                    .stderr
+                    .contains("is denied by the managed policy (filesystem.deny '"))
+                || (out.code() == Some(1) && out.stderr.contains("cat: ")),
+            "{what}\n{out}"
+        );
+    }
+    // The deny of a directory the view does not show is satisfied: the run
+    // goes on (it used to stop with `mask directory ...: ENOENT`).
+    for home_env in [None, Some(h.as_str())] {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .arg(sandbox_bin())
+        .args([
+            "run",
+            "--managed",
+            &managed,
+            "--workspace",
+            &w,
+            "--audit-log",
+        ])
+        .arg(audit.join("audit.jsonl"))
+        .args(["--", "/bin/sh", "-c", "cat \"$0\" || echo hidden", &key])
+        .current_dir(&ws)
+        .env_remove("HOME");
+        if let Some(v) = home_env {
+            cmd.env("HOME", v);
+        }
+        let out = run_to_end(cmd);
+        out.assert_code(0, "a managed deny outside the view is satisfied");
+        assert!(
+            out.stdout.contains("hidden") && !out.stdout.contains(&secret),
+            "{out}"
+        );
+    }
+    drop(account);
+}
+
+/// A managed `${HOME}` that the account database cannot give stops the run
+/// (exit 125): the deny never silently becomes no rule.
+#[test]
+fn managed_home_without_an_account_fails_closed() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to run as an unknown uid");
+        return;
+    }
+    let managed_dir = TempDir::new("/tmp", "airlock-managed-nohome");
+    let managed = install_managed(&managed_dir, "[filesystem]\ndeny = [\"${HOME}/.ssh\"]\n");
+    let ws = TempDir::new("/tmp", "airlock-ws-nohome");
+    let uid = "4242424";
+    chown(ws.path(), 4242424, 4242424);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", uid, "--regid", uid, "--clear-groups"])
+        .arg(sandbox_bin())
+        .args(["run", "--managed", &managed, "--workspace", &ws.display()])
+        .args(["--audit-log", &ws.join("audit.jsonl").display().to_string()])
+        .args(["--", "true"])
+        .current_dir(ws.path())
+        .env("HOME", "/tmp");
+    let out = run_to_end(cmd);
+    out.assert_code(125, "an unresolvable managed ${HOME} stops the run");
+    assert!(
+        out.stderr.contains("filesystem.deny '${HOME}/.ssh' cannot be resolved: uid 4242424 has no entry in the account database"),
+        "{out}"
+    );
+}
