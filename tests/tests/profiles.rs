@@ -89,6 +89,37 @@ fn check_reports_every_error_with_file_line_and_column() {
     }
 }
 
+/// A reviewer sees every mistake of a file in one run, in file order: a
+/// type error no longer hides the ones after it.
+#[test]
+fn check_lists_every_error_sorted_by_line() {
+    let dir = TempDir::new("/tmp", "airlock-check-all");
+    let bad = dir.join("bad.toml");
+    write_file(
+        &bad,
+        "[limits]\npids = \"many\"\n[filesys]\nread = [\"/x\"]\n[filesystem]\nread = [\"/usr\", 3]\nwrite = \"x\"\ndeny = [\"rel\"]\n[network]\nallow = [\"*\"]\nports = [\"x\"]\n[env]\npass = [\"BAD NAME\"]\n",
+        0o644,
+    );
+    let f = bad.display().to_string();
+    let out = sandbox(&["policy", "check", &f]);
+    out.assert_code(1, "a bad profile fails check");
+    let want = [
+        format!("{f}:2:8: invalid type: string \"many\""),
+        format!("{f}:3:2: unknown field `filesys`"),
+        format!("{f}:6:17: invalid type: integer `3`"),
+        format!("{f}:7:9: invalid type: string \"x\""),
+        format!("{f}:8:9: 'rel': paths are absolute"),
+        format!("{f}:10:10: '*' is too broad"),
+        format!("{f}:11:10: invalid type: string \"x\""),
+        format!("{f}:13:9: env.pass: 'BAD NAME'"),
+    ];
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{out}");
+    for (line, w) in lines.iter().zip(&want) {
+        assert!(line.starts_with(w.as_str()), "{line:?} is not {w:?}\n{out}");
+    }
+}
+
 #[test]
 fn show_prints_the_merged_policy_and_a_stable_hash() {
     let hash = |extra: &[&str]| {

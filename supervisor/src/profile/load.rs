@@ -189,18 +189,13 @@ pub fn parse_partial(
     path: Option<PathBuf>,
     text: &str,
 ) -> Result<(Layer, Vec<String>), Vec<String>> {
-    let doc: ProfileDoc = toml::from_str(text).map_err(|e| {
-        vec![format!(
-            "{label}:{}",
-            at(text, e.span().map(|s| s.start), e.message().trim_end())
-        )]
-    })?;
-    let table: toml::Table = toml::from_str(text).unwrap_or_default();
+    let (doc, readable, doc_errors) = lenient_doc(label, text);
+    let table: toml::Table = toml::from_str(&readable).unwrap_or_default();
     let network_table = table.get("network").and_then(|n| n.as_table());
     let mut v = Validator {
         label,
         text,
-        errors: Vec::new(),
+        errors: doc_errors,
     };
     let mut rules = Rules::default();
     let fs = doc.filesystem;
@@ -298,7 +293,286 @@ pub fn parse_partial(
         has_network_allow: network_table.is_some_and(|n| n.contains_key("allow")),
         has_network_cidr: network_table.is_some_and(|n| n.contains_key("allow_cidr")),
     };
-    Ok((layer, v.errors))
+    let mut errors = v.errors;
+    sort_by_position(&mut errors);
+    Ok((layer, errors))
+}
+
+/// Most errors one document is worth reporting in one go.
+const MAX_DOC_ERRORS: usize = 64;
+
+/// Deserializes `text`, and where that fails records the error, blanks
+/// what it points at and tries again, so `policy check` lists every
+/// syntax and type error instead of the first. A syntax error blanks its
+/// line; a type error its statement, or its whole table when it points at
+/// a table header (an unknown `[filesys]`). Blanking keeps every byte
+/// offset, so positions stay those of the file. Returns the document of
+/// what remained, that text, and the errors; with any error the layer is
+/// only for reporting (`parse_layer` refuses it).
+fn lenient_doc(label: &str, text: &str) -> (ProfileDoc, String, Vec<String>) {
+    let mut current = text.to_string();
+    let mut errors = Vec::new();
+    while errors.len() < MAX_DOC_ERRORS {
+        let syntax = toml::from_str::<toml::Table>(&current).err();
+        let failure = match &syntax {
+            Some(e) => e.clone(),
+            None => match toml::from_str::<ProfileDoc>(&current) {
+                Ok(doc) => return (doc, current, errors),
+                Err(e) => e,
+            },
+        };
+        let mut offset = failure.span().map(|s| s.start);
+        let mut message = failure.message().trim_end().to_string();
+        let mut range = None;
+        if let (Some(_), Some(o)) = (&syntax, offset) {
+            // The parser notices an unclosed `[` or `{` only at the next
+            // statement; name the statement that left it open instead.
+            if let Some(open) = unclosed_before(&current, o) {
+                message = "unclosed '[' or '{': a ']' or '}' is missing".to_string();
+                offset = Some(open.start);
+                range = Some(open);
+            }
+        }
+        let shown = match offset {
+            Some(o) if text.is_char_boundary(o.min(text.len())) => text,
+            _ => current.as_str(),
+        };
+        errors.push(format!("{label}:{}", at(shown, offset, &message)));
+        let Some(offset) = offset else { break };
+        let range = range.unwrap_or_else(|| {
+            if syntax.is_some() {
+                line_at(&current, offset)
+            } else {
+                statement_at(&current, offset)
+            }
+        });
+        let blanked = blank(&current, range);
+        if blanked == current {
+            break;
+        }
+        current = blanked;
+    }
+    (ProfileDoc::default(), current, errors)
+}
+
+/// The byte range of the line holding `offset` (without its newline).
+fn line_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    start..end
+}
+
+/// Whether a line starts a statement: a table header or `key =`.
+fn starts_statement(line: &str) -> bool {
+    let t = line.trim_start();
+    if t.starts_with('[') {
+        return true;
+    }
+    let key_end = if let Some(rest) = t.strip_prefix('"') {
+        rest.find('"').map(|i| i + 2)
+    } else if let Some(rest) = t.strip_prefix('\'') {
+        rest.find('\'').map(|i| i + 2)
+    } else {
+        t.find(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)))
+    };
+    match key_end {
+        Some(end) if end > 0 => t[end..].trim_start().starts_with('='),
+        _ => false,
+    }
+}
+
+/// When the syntax error at `offset` is at the start of a statement and
+/// the statement before it left a bracket open, that statement's lines
+/// (from its first line to just before `offset`).
+fn unclosed_before(text: &str, offset: usize) -> Option<std::ops::Range<usize>> {
+    let line = line_at(text, offset);
+    if !starts_statement(&text[line.clone()]) || text[line.start..offset].trim() != "" {
+        return None;
+    }
+    let before = &text[..line.start];
+    let mut start = None;
+    let mut pos = before.len();
+    for l in before.trim_end_matches('\n').rsplit('\n') {
+        pos = pos.saturating_sub(l.len() + 1);
+        if starts_statement(l) {
+            start = Some(pos.min(before.len()));
+            break;
+        }
+    }
+    let start = start?;
+    let start = if text[start..].starts_with('\n') {
+        start + 1
+    } else {
+        start
+    };
+    let chunk = &text[start..line.start];
+    let open = statements(chunk)
+        .last()
+        .is_some_and(|(r, _)| r.end == chunk.len() || chunk[r.end..].trim().is_empty())
+        && depth_after(chunk) > 0;
+    open.then(|| start..line.start.saturating_sub(1).max(start))
+}
+
+/// Brackets left open at the end of `text` (strings and comments skipped).
+fn depth_after(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut in_str: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (in_str, c) {
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q || c == '\n' => in_str = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => in_str = Some(c),
+            (None, '#') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// The top-level statements of a (syntactically valid) document: each
+/// `key = value` (however many lines its value spans) and each table
+/// header, as byte ranges, with whether it is a header.
+fn statements(text: &str) -> Vec<(std::ops::Range<usize>, bool)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut depth, mut start) = (0, 0usize, None::<(usize, bool)>);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let triple = text[i..].starts_with(if b == b'"' { "\"\"\"" } else { "'''" });
+                let close = if triple {
+                    &text[i..i + 3]
+                } else {
+                    &text[i..i + 1]
+                };
+                if start.is_none() {
+                    start = Some((i, false));
+                }
+                let mut j = i + close.len();
+                while j < bytes.len() {
+                    if b == b'"' && bytes[j] == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if !triple && bytes[j] == b'\n' {
+                        break;
+                    }
+                    if text[j..].starts_with(close) {
+                        j += close.len();
+                        break;
+                    }
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+            b'[' | b'{' => {
+                if start.is_none() {
+                    start = Some((i, b == b'['));
+                }
+                depth += 1;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' if depth == 0 || start.is_some_and(|(_, header)| header) => {
+                if let Some((s, header)) = start.take() {
+                    out.push((s..i, header));
+                }
+                depth = 0;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => {
+                if start.is_none() {
+                    start = Some((i, false));
+                }
+            }
+        }
+        i += 1;
+    }
+    if let Some((s, header)) = start {
+        out.push((s..bytes.len(), header));
+    }
+    out
+}
+
+/// What a type error at `offset` takes out: its statement, or a header's
+/// whole table (up to the next header).
+fn statement_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let all = statements(text);
+    let Some(k) = all.iter().rposition(|(r, _)| r.start <= offset) else {
+        return line_at(text, offset);
+    };
+    let (range, header) = all[k].clone();
+    if !header {
+        return range;
+    }
+    let end = all[k + 1..]
+        .iter()
+        .find(|(_, h)| *h)
+        .map_or(text.len(), |(r, _)| r.start);
+    range.start..end
+}
+
+/// `text` with every byte of `range` but newlines made a space.
+fn blank(text: &str, range: std::ops::Range<usize>) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for b in &mut bytes[range] {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    }
+    // Only whole characters are blanked (ranges start and end at ASCII
+    // or at line ends), so this stays UTF-8; if not, keep the text.
+    String::from_utf8(bytes).unwrap_or_else(|_| text.to_string())
+}
+
+/// The `LABEL:LINE:COL: ` position an error starts with, if it has one:
+/// the first `:LINE:COL:` in it.
+pub fn error_position(e: &str) -> Option<(&str, usize, usize)> {
+    for (i, _) in e.match_indices(':') {
+        let mut parts = e[i + 1..].splitn(3, ':');
+        if let (Some(l), Some(c), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            if let (Ok(l), Ok(c)) = (l.parse(), c.parse()) {
+                return Some((&e[..i], l, c));
+            }
+        }
+    }
+    None
+}
+
+/// Sorts errors by file (in order of first mention), then line and column;
+/// errors without a position keep their place ahead of their file's.
+pub fn sort_by_position(errors: &mut [String]) {
+    let mut files: Vec<String> = Vec::new();
+    for e in errors.iter() {
+        let file = error_position(e).map_or(e.as_str(), |(f, _, _)| f);
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    errors.sort_by_key(|e| match error_position(e) {
+        Some((f, l, c)) => (files.iter().position(|x| x == f), l, c),
+        None => (files.iter().position(|x| x == e), 0, 0),
+    });
 }
 
 struct Validator<'a> {
@@ -619,6 +893,48 @@ mod tests {
                 (Ok(got), Ok(w)) => assert_eq!(got, w, "{raw}"),
                 (Err(e), Err(w)) => assert!(e.contains(w), "{raw}: {e}"),
                 (got, w) => panic!("{raw}: got {got:?}, wanted {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_syntax_and_type_error_is_listed_sorted_by_line() {
+        for (text, want) in [
+            (
+                "[profile]\ncolour = \"red\"\n[filesystem]\nread = [\"/usr\", 3]\nwrite = \"x\"\ndeny = [\"rel\"]\n[filesys]\nread = [\"/x\"]\n[limits]\npids = \"many\"\n[env]\npass = [\"BAD NAME\"]\n",
+                &[
+                    "f:2:1: unknown field `colour`",
+                    "f:4:17: invalid type: integer `3`",
+                    "f:5:9: invalid type: string \"x\"",
+                    "f:6:9: 'rel': paths are absolute",
+                    "f:7:2: unknown field `filesys`",
+                    "f:10:8: invalid type: string \"many\"",
+                    "f:12:9: env.pass: 'BAD NAME'",
+                ][..],
+            ),
+            (
+                "[filesystem]\nread = [\"/usr\"\nwrite = [\"/x\"]\ndeny = \"open\n[limits]\ncpu = \"x\"\n",
+                &[
+                    "f:2:1: unclosed '[' or '{'",
+                    "f:4:13: invalid basic string",
+                    "f:6:7: invalid type: string \"x\", expected f64",
+                ][..],
+            ),
+            (
+                "[network]\nallow = [\n  \"a.example.com\",\n  7,\n]\nports = [\"x\"]\n",
+                &[
+                    "f:4:3: invalid type: integer `7`",
+                    "f:6:10: invalid type: string \"x\"",
+                ][..],
+            ),
+        ] {
+            let errors = match parse_partial("f", None, text) {
+                Ok((_, e)) => e,
+                Err(e) => e,
+            };
+            assert_eq!(errors.len(), want.len(), "{errors:#?}");
+            for (e, w) in errors.iter().zip(want) {
+                assert!(e.starts_with(w), "{e:?} does not start with {w:?}: {errors:#?}");
             }
         }
     }
