@@ -172,6 +172,22 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         path: PathBuf::from("/"),
         access: FsAccess::ListOnly,
     }];
+    for (key, path) in policy
+        .filesystem
+        .read
+        .iter()
+        .map(|p| ("read", p))
+        .chain(policy.filesystem.write.iter().map(|p| ("write", p)))
+    {
+        // Expanded grants (`${HOME}` = `/`) meet the check the profile's
+        // literal ones met in `policy check`, with its message.
+        if let Some(why) = crate::profile::load::grant_conflict(path) {
+            return Err(SetupError::new(
+                "filesystem",
+                format!("filesystem.{key}: {why}"),
+            ));
+        }
+    }
     for path in &policy.filesystem.read {
         match fs::symlink_metadata(path) {
             Err(_) => continue,

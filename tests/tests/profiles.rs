@@ -120,6 +120,48 @@ fn check_lists_every_error_sorted_by_line() {
     }
 }
 
+/// What `policy check` accepts, `run` runs; what `run` cannot build,
+/// `check` refuses with the message `run` gives. `write = ["/"]` passed
+/// check and then failed in run with `mounts: symlink /bin: File exists`.
+#[test]
+fn check_refuses_what_run_cannot_build_with_the_same_message() {
+    let dir = TempDir::new("/tmp", "airlock-check-run");
+    let sb = Sandbox::new();
+    for (i, grant) in ["write = [\"/\"]", "read = [\"/\"]", "read = [\"/run\"]"]
+        .iter()
+        .enumerate()
+    {
+        let profile = dir.join(&format!("p{i}.toml"));
+        write_file(&profile, &format!("[filesystem]\n{grant}\n"), 0o644);
+        let p = profile.display().to_string();
+        let check = sandbox(&["policy", "check", &p]);
+        check.assert_code(1, "check refuses what run cannot build");
+        let message = check.stderr.trim().to_string();
+        assert!(
+            message.contains("which the sandbox builds itself"),
+            "{grant}\n{check}"
+        );
+        let run = sb.run_with(&["--profile", &p], &["true"]);
+        run.assert_code(125, "run refuses it too");
+        assert_eq!(
+            run.stderr.trim(),
+            format!("sandbox: {message}"),
+            "{grant}: run and check disagree\n{run}"
+        );
+    }
+    // A grant check accepts runs.
+    let ok = dir.join("ok.toml");
+    write_file(
+        &ok,
+        "[filesystem]\nread = [\"/run/user\", \"/home\"]\n",
+        0o644,
+    );
+    let p = ok.display().to_string();
+    sandbox(&["policy", "check", &p]).assert_code(0, "check accepts it");
+    sb.run_with(&["--profile", &p], &["true"])
+        .assert_code(0, "and run runs it");
+}
+
 #[test]
 fn show_prints_the_merged_policy_and_a_stable_hash() {
     let hash = |extra: &[&str]| {

@@ -201,6 +201,14 @@ pub fn parse_partial(
     let fs = doc.filesystem;
     rules.read = v.paths(fs.read, false);
     rules.write = v.paths(fs.write, false);
+    for (key, list) in [("read", &rules.read), ("write", &rules.write)] {
+        for e in list {
+            if let Some(why) = grant_conflict(Path::new(&e.value)) {
+                v.errors
+                    .push(format!("{}: filesystem.{key}: {why}", e.origin));
+            }
+        }
+    }
     rules.deny = v.paths(fs.deny, true);
     for p in fs.protect {
         let s = p.get_ref().trim().trim_end_matches('/').to_string();
@@ -715,6 +723,33 @@ impl Validator<'_> {
     }
 }
 
+/// The directory under `/run` the sandbox builds itself (the egress socket
+/// and CA bundle; `egress.rs` says where, a test holds them together).
+pub const BUILT_BY_SANDBOX: &str = "/run/airlock";
+
+/// Why `path` (a grant, expanded or literal) cannot be bound, if it
+/// cannot: it is `/` or contains a directory the sandbox builds itself
+/// (`/run/airlock`), and a host tree bound there leaves no room to build
+/// it (a read-only bind refuses the `mkdir`; `/` also holds the `/bin`
+/// and `/lib` links already). One message for `policy check` and `run`.
+pub fn grant_conflict(path: &Path) -> Option<String> {
+    let built = Path::new(BUILT_BY_SANDBOX);
+    if path == Path::new("/") || built.starts_with(path) {
+        return Some(format!(
+            "'{}' contains {}, which the sandbox builds itself, so it cannot be granted \
+             whole; grant the directories under it that the agent needs",
+            path.display(),
+            if path == Path::new("/") {
+                "the whole view (/run/airlock, /tmp, /proc, /dev, the /bin and /lib links)"
+                    .to_string()
+            } else {
+                built.display().to_string()
+            }
+        ));
+    }
+    None
+}
+
 /// The path variables a template may start with.
 pub const PATH_VARIABLES: &[&str] = &["${WORKSPACE}", "${HOME}", "${TMPDIR}"];
 
@@ -937,6 +972,31 @@ mod tests {
                 assert!(e.starts_with(w), "{e:?} does not start with {w:?}: {errors:#?}");
             }
         }
+    }
+
+    #[test]
+    fn grants_of_what_the_sandbox_builds_are_refused() {
+        for (path, refused) in [
+            ("/", true),
+            ("/run", true),
+            ("/run/airlock", true),
+            ("/run/user", false),
+            ("/home", false),
+            ("/usr", false),
+        ] {
+            assert_eq!(grant_conflict(Path::new(path)).is_some(), refused, "{path}");
+        }
+        for inside in [
+            crate::egress::INSIDE_SOCKET,
+            crate::egress::INSIDE_CA_BUNDLE,
+        ] {
+            assert!(Path::new(inside).starts_with(BUILT_BY_SANDBOX), "{inside}");
+        }
+        let e = parse_layer("p.toml", None, "[filesystem]\nwrite = [\"/\"]\n").unwrap_err();
+        assert!(
+            e[0].starts_with("p.toml:2:10: filesystem.write: '/' contains the whole view"),
+            "{e:?}"
+        );
     }
 
     #[test]
