@@ -222,6 +222,76 @@ fn explain_names_the_rule_for_urls_and_paths() {
     );
 }
 
+/// `policy explain --path` answers from the plan `run` mounts: with
+/// `write = ["${HOME}"]`, `~/.npmrc` is under the agent's empty HOME, so
+/// explain says not visible (it used to say read-write) and a read inside
+/// fails.
+#[test]
+fn explain_answers_what_run_shows_for_a_granted_home() {
+    let home = TempDir::new("/tmp", "airlock-explain-home");
+    let secret = format!("npm-token-{}", common::random_token());
+    let npmrc = home.join(".npmrc");
+    write_file(&npmrc, &secret, 0o644);
+    let dir = TempDir::new("/tmp", "airlock-explain-p");
+    let profile = dir.join("home.toml");
+    write_file(&profile, "[filesystem]\nwrite = [\"${HOME}\"]\n", 0o644);
+    let p = profile.display().to_string();
+    let sb = Sandbox::new();
+    let mut cmd = Command::new(sandbox_bin());
+    cmd.args([
+        "policy",
+        "explain",
+        "--profile",
+        &p,
+        "--workspace",
+        &sb.ws(),
+        "--path",
+    ])
+    .arg(&npmrc)
+    .env("HOME", home.path());
+    let explain = run_to_end(cmd);
+    explain.assert_code(1, "explain: not visible");
+    assert!(
+        explain.stdout.contains("not visible")
+            && explain.stdout.contains("filesystem.write '${HOME}'")
+            && explain.stdout.contains("is hidden under it"),
+        "{explain}"
+    );
+    let mut cmd = sb.command_with(
+        &["--profile", &p],
+        &["/bin/cat", &npmrc.display().to_string()],
+    );
+    cmd.env("HOME", home.path());
+    let run = run_to_end(cmd);
+    assert_ne!(
+        run.code(),
+        Some(0),
+        "run agrees: the file is not there\n{run}"
+    );
+    assert!(!run.stdout.contains(&secret), "{run}");
+    // A path both show: the workspace, read-write.
+    let mut cmd = Command::new(sandbox_bin());
+    cmd.args([
+        "policy",
+        "explain",
+        "--profile",
+        &p,
+        "--workspace",
+        &sb.ws(),
+        "--path",
+    ])
+    .arg(sb.workspace.join("x"))
+    .env("HOME", home.path());
+    let explain = run_to_end(cmd);
+    explain.assert_code(0, "the workspace is writable");
+    assert!(
+        explain
+            .stdout
+            .contains("read-write: filesystem.write '${WORKSPACE}'"),
+        "{explain}"
+    );
+}
+
 /// The default and offline profiles: the command runs, and nothing leaves.
 #[test]
 fn default_and_offline_profiles_run_and_reach_nothing() {

@@ -204,11 +204,11 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
         } => {
             let Ok(eff) = load(&select) else { return 2 };
             let answer = match (path, url) {
-                (Some(p), _) => Ok(explain::path(
-                    &eff,
-                    &path_vars(select.workspace.as_deref()),
-                    &p,
-                )),
+                (Some(p), _) => {
+                    let vars = path_vars(select.workspace.as_deref());
+                    run_plan(&eff, &select, &vars)
+                        .map(|mounts| explain::path(&eff, &vars, &mounts, &p))
+                }
                 (None, Some(u)) => explain::url(&eff, &u, &method.to_ascii_uppercase()),
                 (None, None) => Err("give --path or --url".to_string()),
             };
@@ -246,6 +246,34 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
             }
         },
     }
+}
+
+/// The mount plan `sandbox run` would build for `eff` and these flags
+/// (`plan::build`, the one function both use), or the error run would
+/// stop with.
+fn run_plan(
+    eff: &Effective,
+    select: &crate::cli::SelectArgs,
+    vars: &PathVars,
+) -> Result<Vec<crate::mounts::MountStep>, String> {
+    let request = crate::plan::RunRequest {
+        workspace: select.workspace.clone(),
+        env: select.env.clone(),
+        timeout: select.timeout,
+        argv: vec!["true".into()],
+        network: crate::egress::NetworkRequest {
+            allow: select.allow.clone(),
+            deny: select.deny.clone(),
+            allow_cidr: select.allow_cidr.clone(),
+            allow_port: select.allow_port.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    crate::plan::Host::current()
+        .and_then(|host| crate::plan::build(&to_policy(eff, vars), &request, &host))
+        .map(|plan| plan.mounts)
+        .map_err(|e| format!("the sandbox run would build fails: {e}"))
 }
 
 #[cfg(test)]
