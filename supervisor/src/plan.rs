@@ -228,6 +228,20 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             writable: true,
         });
     }
+    // A granted symlink inside another granted tree is already there, as
+    // the host has it; making it again failed with EEXIST
+    // (`read = ["/usr/bin/python3"]` beside `/usr`).
+    let bound: Vec<PathBuf> = layout
+        .iter()
+        .filter(|s| matches!(s, MountStep::Bind { .. }))
+        .map(|s| s.target().to_path_buf())
+        .collect();
+    layout.retain(|s| match s {
+        MountStep::Symlink { target, .. } => {
+            !bound.iter().any(|b| target.starts_with(b) && target != b)
+        }
+        _ => true,
+    });
     layout.extend(crate::profile::protect::steps(
         &writable,
         &policy.filesystem.protect,

@@ -149,17 +149,24 @@ fn check_refuses_what_run_cannot_build_with_the_same_message() {
             "{grant}: run and check disagree\n{run}"
         );
     }
-    // A grant check accepts runs.
+    // What check accepts runs: here a granted symlink inside another
+    // granted tree (it failed with `symlink ...: File exists`).
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    write_file(&tree.join("f"), "linked\n", 0o644);
+    std::os::unix::fs::symlink("f", tree.join("link")).expect("symlink");
+    let t = tree.display().to_string();
     let ok = dir.join("ok.toml");
     write_file(
         &ok,
-        "[filesystem]\nread = [\"/run/user\", \"/home\"]\n",
+        &format!("[filesystem]\nread = [\"/run/user\", \"/home\", \"{t}\", \"{t}/link\"]\n"),
         0o644,
     );
     let p = ok.display().to_string();
     sandbox(&["policy", "check", &p]).assert_code(0, "check accepts it");
-    sb.run_with(&["--profile", &p], &["true"])
-        .assert_code(0, "and run runs it");
+    let out = sb.run_with(&["--profile", &p], &["/bin/cat", &format!("{t}/link")]);
+    out.assert_code(0, "and run runs it");
+    assert_eq!(out.stdout, "linked\n", "{out}");
 }
 
 #[test]
