@@ -334,6 +334,17 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
     }
     // Denies are masked where the view shows them (profile/deny.rs).
     let masks = crate::profile::deny::masks(&mounts, &policy.filesystem.deny);
+    if let Some(m) = masks.iter().find(|m| workspace.starts_with(m.target())) {
+        return Err(SetupError::new(
+            "workspace",
+            format!(
+                "{} is hidden by a filesystem.deny (masked at {}); pick another workspace or \
+                 narrow the deny",
+                workspace.display(),
+                m.target().display()
+            ),
+        ));
+    }
     mounts.extend(masks);
 
     Ok(SandboxPlan {

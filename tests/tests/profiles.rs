@@ -127,9 +127,14 @@ fn check_lists_every_error_sorted_by_line() {
 fn check_refuses_what_run_cannot_build_with_the_same_message() {
     let dir = TempDir::new("/tmp", "airlock-check-run");
     let sb = Sandbox::new();
-    for (i, grant) in ["write = [\"/\"]", "read = [\"/\"]", "read = [\"/run\"]"]
-        .iter()
-        .enumerate()
+    for (i, grant) in [
+        "write = [\"/\"]",
+        "read = [\"/\"]",
+        "read = [\"/run\"]",
+        "read = [\"/proc/1\"]",
+    ]
+    .iter()
+    .enumerate()
     {
         let profile = dir.join(&format!("p{i}.toml"));
         write_file(&profile, &format!("[filesystem]\n{grant}\n"), 0o644);
@@ -149,6 +154,17 @@ fn check_refuses_what_run_cannot_build_with_the_same_message() {
             "{grant}: run and check disagree\n{run}"
         );
     }
+    // A deny that hides the workspace itself says so (it was a bare
+    // `chdir: Permission denied`).
+    let hides = dir.join("hides.toml");
+    write_file(&hides, "[filesystem]\ndeny = [\"/tmp\"]\n", 0o644);
+    let out = sb.run_with(&["--profile", &hides.display().to_string()], &["true"]);
+    out.assert_code(125, "the workspace is hidden");
+    assert!(
+        out.stderr
+            .contains("is hidden by a filesystem.deny (masked at "),
+        "{out}"
+    );
     // What check accepts runs: here a granted symlink inside another
     // granted tree (it failed with `symlink ...: File exists`).
     let tree = dir.join("tree");

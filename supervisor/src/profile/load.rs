@@ -747,6 +747,16 @@ pub fn grant_conflict(path: &Path) -> Option<String> {
             }
         ));
     }
+    // The sandbox mounts its own /proc and /dev over whatever was bound
+    // there: a host path under them would be hidden, and Landlock's rule
+    // for it found nothing (`ruleset ...: No such file or directory`).
+    if let Some(own) = ["/proc", "/dev"].iter().find(|d| path.starts_with(d)) {
+        return Some(format!(
+            "'{}' is inside {own}, which the sandbox builds itself (its own, not the host's); \
+             host paths there cannot be granted",
+            path.display()
+        ));
+    }
     None
 }
 
@@ -981,6 +991,9 @@ mod tests {
             ("/run", true),
             ("/run/airlock", true),
             ("/run/user", false),
+            ("/proc/1", true),
+            ("/dev/kvm", true),
+            ("/devices", false),
             ("/home", false),
             ("/usr", false),
         ] {
