@@ -329,7 +329,14 @@ fn lenient_doc(label: &str, text: &str) -> (ProfileDoc, String, Vec<String>) {
                 Err(e) => e,
             },
         };
-        let mut offset = failure.span().map(|s| s.start);
+        // Spans are byte offsets; never slice inside a character.
+        let mut offset = failure.span().map(|s| {
+            let mut o = s.start.min(current.len());
+            while !current.is_char_boundary(o) {
+                o -= 1;
+            }
+            o
+        });
         let mut message = failure.message().trim_end().to_string();
         let mut range = None;
         if let (Some(_), Some(o)) = (&syntax, offset) {
@@ -399,21 +406,17 @@ fn unclosed_before(text: &str, offset: usize) -> Option<std::ops::Range<usize>> 
         return None;
     }
     let before = &text[..line.start];
-    let mut start = None;
-    let mut pos = before.len();
-    for l in before.trim_end_matches('\n').rsplit('\n') {
-        pos = pos.saturating_sub(l.len() + 1);
-        if starts_statement(l) {
-            start = Some(pos.min(before.len()));
-            break;
-        }
-    }
-    let start = start?;
-    let start = if text[start..].starts_with('\n') {
-        start + 1
-    } else {
-        start
-    };
+    let mut starts: Vec<usize> = vec![0];
+    starts.extend(
+        before
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .filter(|&i| i < before.len()),
+    );
+    let start = starts.iter().rev().copied().find(|&s| {
+        let end = before[s..].find('\n').map_or(before.len(), |e| s + e);
+        starts_statement(&before[s..end])
+    })?;
     let chunk = &text[start..line.start];
     let open = statements(chunk)
         .last()
@@ -467,12 +470,9 @@ fn statements(text: &str) -> Vec<(std::ops::Range<usize>, bool)> {
                 continue;
             }
             b'"' | b'\'' => {
-                let triple = text[i..].starts_with(if b == b'"' { "\"\"\"" } else { "'''" });
-                let close = if triple {
-                    &text[i..i + 3]
-                } else {
-                    &text[i..i + 1]
-                };
+                let quote: &[u8] = if b == b'"' { b"\"\"\"" } else { b"'''" };
+                let triple = bytes[i..].starts_with(quote);
+                let close = if triple { quote } else { &quote[..1] };
                 if start.is_none() {
                     start = Some((i, false));
                 }
@@ -485,7 +485,7 @@ fn statements(text: &str) -> Vec<(std::ops::Range<usize>, bool)> {
                     if !triple && bytes[j] == b'\n' {
                         break;
                     }
-                    if text[j..].starts_with(close) {
+                    if bytes[j..].starts_with(close) {
                         j += close.len();
                         break;
                     }
@@ -980,6 +980,36 @@ mod tests {
             assert_eq!(errors.len(), want.len(), "{errors:#?}");
             for (e, w) in errors.iter().zip(want) {
                 assert!(e.starts_with(w), "{e:?} does not start with {w:?}: {errors:#?}");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_documents_never_panic_and_always_report() {
+        let samples = [
+            "",
+            "[",
+            "]]]\n[[[",
+            "a = \"é\n",
+            "[filesystem]\nread = [\"/ü\", \"ß\"\n[network]\nallow = [\"ü.example.com\"\n",
+            "x = '''\nunterminated é",
+            "x = \"\"\"\nπ\"\"\"\ny = [\n\n\n",
+            "\n\n\n[limits]\npids = [1, 2\ncpu = {\n",
+            "é = 1\n[é]\n\"é\" = [\n",
+            "[[credentials]]\nname = 1\n[[credentials]]\nname = \"ok\"\nsource = 3\n",
+        ];
+        for text in samples {
+            let errors = match parse_partial("f", None, text) {
+                Ok((_, e)) => e,
+                Err(e) => e,
+            };
+            assert!(
+                text.is_empty() || !errors.is_empty(),
+                "{text:?} has no error"
+            );
+            assert!(errors.len() <= MAX_DOC_ERRORS + 8, "{text:?}: {errors:#?}");
+            for e in &errors {
+                assert!(e.starts_with("f:"), "{text:?}: {e}");
             }
         }
     }
