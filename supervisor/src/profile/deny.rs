@@ -38,12 +38,10 @@ pub fn masks(view: &[MountStep], deny: &[PathBuf]) -> Vec<MountStep> {
         })
         .collect();
     let mut found: Vec<(PathBuf, bool)> = Vec::new();
+    let mut parents: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
     for d in deny {
         // Nothing there, nothing to hide.
-        let Ok(denied) = fs::canonicalize(d) else {
-            continue;
-        };
-        let Ok(meta) = fs::metadata(&denied) else {
+        let Some((denied, is_dir)) = existing_canonical(d, &mut parents) else {
             continue;
         };
         for (i, src, target) in &binds {
@@ -53,7 +51,7 @@ pub fn masks(view: &[MountStep], deny: &[PathBuf]) -> Vec<MountStep> {
                 } else {
                     target.join(rel)
                 };
-                (at, meta.is_dir())
+                (at, is_dir)
             } else if src.starts_with(&denied) {
                 // The bind's whole source is denied: it is hidden whole.
                 (
@@ -87,6 +85,33 @@ pub fn masks(view: &[MountStep], deny: &[PathBuf]) -> Vec<MountStep> {
             }
         })
         .collect()
+}
+
+/// `path`'s canonical form and whether it is a directory, if it exists.
+/// Denies share a few parents (`/etc`, `/etc/ssh`): each parent is
+/// resolved once (`parents` caches them) and each entry costs one
+/// `lstat`, which keeps this off a run's start-up time.
+fn existing_canonical(
+    path: &Path,
+    parents: &mut Vec<(PathBuf, Option<PathBuf>)>,
+) -> Option<(PathBuf, bool)> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let (Some(name), Some(parent), false) =
+        (path.file_name(), path.parent(), meta.file_type().is_symlink())
+    else {
+        let real = fs::canonicalize(path).ok()?;
+        let is_dir = fs::metadata(&real).ok()?.is_dir();
+        return Some((real, is_dir));
+    };
+    let real_parent = match parents.iter().find(|(p, _)| p == parent) {
+        Some((_, real)) => real.clone(),
+        None => {
+            let real = fs::canonicalize(parent).ok();
+            parents.push((parent.to_path_buf(), real.clone()));
+            real
+        }
+    }?;
+    Some((real_parent.join(name), meta.is_dir()))
 }
 
 #[cfg(test)]
