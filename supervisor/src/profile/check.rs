@@ -9,10 +9,10 @@ use super::managed;
 use super::merge::{lint, CliLayer, Effective};
 
 /// The errors of one file (empty when valid), each file's sorted by line
-/// and column. A profile is checked with
-/// its whole `extends` chain on top of the embedded default and, when
-/// `managed` is given, against that managed policy (its ownership is not
-/// checked here: this is a lint, not enforcement).
+/// and column. A profile is checked with its whole `extends` chain on top
+/// of the embedded default and, when `managed` is given, against that
+/// managed policy (its ownership is not checked here: this is a lint, not
+/// enforcement).
 pub fn check_file(path: &Path, managed: Option<&Layer>) -> Vec<String> {
     let mut errors = unsorted(path, managed);
     load::sort_by_position(&mut errors);

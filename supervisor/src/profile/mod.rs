@@ -5,7 +5,8 @@
 //! command-line flags, then bounded by the managed policy (`managed.rs`).
 //! One layer, one file: `format.rs` (the document), `load.rs` (lookup,
 //! validation, `extends`), `merge.rs`, `managed.rs`, `protect.rs` (the
-//! always-protected paths), `deny.rs` (where denies are masked), and one file per `sandbox policy` command.
+//! always-protected paths), `deny.rs` (where denies are masked), and one
+//! file per `sandbox policy` command.
 
 pub mod check;
 pub mod deny;
@@ -273,7 +274,7 @@ fn run_plan(
     crate::plan::Host::current()
         .and_then(|host| crate::plan::build(&to_policy(eff, vars), &request, &host))
         .map(|plan| plan.mounts)
-        .map_err(|e| format!("the sandbox run would build fails: {e}"))
+        .map_err(|e| format!("`sandbox run` would stop here: {e}"))
 }
 
 #[cfg(test)]
