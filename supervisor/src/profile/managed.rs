@@ -272,7 +272,23 @@ pub fn check_grants(eff: &Effective, vars: &PathVars) -> Vec<String> {
 /// Applies the managed layer on top of the merged policy. `cli` is checked
 /// against `[managed]`; path variables come from [`TrustedVars::current`].
 pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(), Vec<String>> {
-    enforce_with(eff, managed, cli, &TrustedVars::current())
+    let r = &managed.rules;
+    // The account database is asked only when a rule needs it (NSS may be
+    // a network directory, slow to answer).
+    let needs_home = r
+        .read
+        .iter()
+        .chain(&r.write)
+        .chain(&r.deny)
+        .any(|e| e.value.starts_with("${HOME}"));
+    let trusted = if needs_home {
+        TrustedVars::current()
+    } else {
+        TrustedVars {
+            home: Err("not looked up".to_string()),
+        }
+    };
+    enforce_with(eff, managed, cli, &trusted)
 }
 
 /// [`enforce`] with the trusted facts given (tests).
