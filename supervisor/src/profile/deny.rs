@@ -96,9 +96,11 @@ fn existing_canonical(
     parents: &mut Vec<(PathBuf, Option<PathBuf>)>,
 ) -> Option<(PathBuf, bool)> {
     let meta = fs::symlink_metadata(path).ok()?;
-    let (Some(name), Some(parent), false) =
-        (path.file_name(), path.parent(), meta.file_type().is_symlink())
-    else {
+    let (Some(name), Some(parent), false) = (
+        path.file_name(),
+        path.parent(),
+        meta.file_type().is_symlink(),
+    ) else {
         let real = fs::canonicalize(path).ok()?;
         let is_dir = fs::metadata(&real).ok()?.is_dir();
         return Some((real, is_dir));
