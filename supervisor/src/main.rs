@@ -88,6 +88,7 @@ fn run_command(args: RunArgs) -> ExitCode {
             timeout: args.timeout,
             report: report_mode,
         },
+        workspace: args.workspace.clone(),
     };
     let mut policy = match profile::effective(&selection) {
         Ok(eff) => profile::to_policy(&eff, &profile::path_vars(args.workspace.as_deref())),

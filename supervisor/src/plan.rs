@@ -176,6 +176,22 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         path: PathBuf::from("/"),
         access: FsAccess::ListOnly,
     }];
+    for (key, path) in policy
+        .filesystem
+        .read
+        .iter()
+        .map(|p| ("read", p))
+        .chain(policy.filesystem.write.iter().map(|p| ("write", p)))
+    {
+        // Expanded grants (`${HOME}` = `/`) meet the check the profile's
+        // literal ones met in `policy check`, with its message.
+        if let Some(why) = crate::profile::load::grant_conflict(path) {
+            return Err(SetupError::new(
+                "filesystem",
+                format!("filesystem.{key}: {why}"),
+            ));
+        }
+    }
     for path in &policy.filesystem.read {
         match fs::symlink_metadata(path) {
             Err(_) => continue,
@@ -238,6 +254,20 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             }),
         }
     }
+    // A granted symlink inside another granted tree is already there, as
+    // the host has it; making it again failed with EEXIST
+    // (`read = ["/usr/bin/python3"]` beside `/usr`).
+    let bound: Vec<PathBuf> = layout
+        .iter()
+        .filter(|s| matches!(s, MountStep::Bind { .. } | MountStep::IdmappedBind { .. }))
+        .map(|s| s.target().to_path_buf())
+        .collect();
+    layout.retain(|s| match s {
+        MountStep::Symlink { target, .. } => {
+            !bound.iter().any(|b| target.starts_with(b) && target != b)
+        }
+        _ => true,
+    });
     layout.extend(crate::profile::protect::steps(
         &writable,
         &policy.filesystem.protect,
@@ -328,19 +358,19 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
             });
         }
     }
-    let mut masks: Vec<MountStep> = Vec::new();
-    for path in &policy.filesystem.deny {
-        match fs::metadata(path) {
-            Ok(m) if m.is_dir() => masks.push(MountStep::MaskDir {
-                target: path.clone(),
-            }),
-            Ok(_) => masks.push(MountStep::MaskFile {
-                target: path.clone(),
-            }),
-            Err(_) => {}
-        }
+    // Denies are masked where the view shows them (profile/deny.rs).
+    let masks = crate::profile::deny::masks(&mounts, &policy.filesystem.deny);
+    if let Some(m) = masks.iter().find(|m| workspace.starts_with(m.target())) {
+        return Err(SetupError::new(
+            "workspace",
+            format!(
+                "{} is hidden by a filesystem.deny (masked at {}); pick another workspace or \
+                 narrow the deny",
+                workspace.display(),
+                m.target().display()
+            ),
+        ));
     }
-    masks.sort_by_key(|s| s.target().components().count());
     mounts.extend(masks);
 
     Ok(SandboxPlan {

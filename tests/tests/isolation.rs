@@ -409,6 +409,22 @@ fn explicit_env_is_passed() {
     );
 }
 
+/// `--env` with a name no shell could export (`BAD NAME=1`) is refused
+/// before anything runs (exit 125, naming the flag), not passed along
+/// silently where a tool might read it differently.
+#[test]
+fn env_flag_with_an_invalid_name_is_refused() {
+    let sb = Sandbox::new();
+    for bad in ["BAD NAME=1", "1X=1", "=1", "A-B"] {
+        let out = sb.run_with(&["--env", bad], &["/usr/bin/env"]);
+        out.assert_code(125, "an invalid --env name is refused");
+        assert!(
+            out.stderr.contains("is not a variable name") && out.stdout.is_empty(),
+            "{bad}\n{out}"
+        );
+    }
+}
+
 // ===========================================================================
 // Privileges.
 // ===========================================================================

@@ -89,6 +89,102 @@ fn check_reports_every_error_with_file_line_and_column() {
     }
 }
 
+/// A reviewer sees every mistake of a file in one run, in file order: a
+/// type error no longer hides the ones after it.
+#[test]
+fn check_lists_every_error_sorted_by_line() {
+    let dir = TempDir::new("/tmp", "airlock-check-all");
+    let bad = dir.join("bad.toml");
+    write_file(
+        &bad,
+        "[limits]\npids = \"many\"\n[filesys]\nread = [\"/x\"]\n[filesystem]\nread = [\"/usr\", 3]\nwrite = \"x\"\ndeny = [\"rel\"]\n[network]\nallow = [\"*\"]\nports = [\"x\"]\n[env]\npass = [\"BAD NAME\"]\n",
+        0o644,
+    );
+    let f = bad.display().to_string();
+    let out = sandbox(&["policy", "check", &f]);
+    out.assert_code(1, "a bad profile fails check");
+    let want = [
+        format!("{f}:2:8: invalid type: string \"many\""),
+        format!("{f}:3:2: unknown field `filesys`"),
+        format!("{f}:6:17: invalid type: integer `3`"),
+        format!("{f}:7:9: invalid type: string \"x\""),
+        format!("{f}:8:9: 'rel': paths are absolute"),
+        format!("{f}:10:10: '*' is too broad"),
+        format!("{f}:11:10: invalid type: string \"x\""),
+        format!("{f}:13:9: env.pass: 'BAD NAME'"),
+    ];
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{out}");
+    for (line, w) in lines.iter().zip(&want) {
+        assert!(line.starts_with(w.as_str()), "{line:?} is not {w:?}\n{out}");
+    }
+}
+
+/// What `policy check` accepts, `run` runs; what `run` cannot build,
+/// `check` refuses with the message `run` gives. `write = ["/"]` passed
+/// check and then failed in run with `mounts: symlink /bin: File exists`.
+#[test]
+fn check_refuses_what_run_cannot_build_with_the_same_message() {
+    let dir = TempDir::new("/tmp", "airlock-check-run");
+    let sb = Sandbox::new();
+    for (i, grant) in [
+        "write = [\"/\"]",
+        "read = [\"/\"]",
+        "read = [\"/run\"]",
+        "read = [\"/proc/1\"]",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let profile = dir.join(&format!("p{i}.toml"));
+        write_file(&profile, &format!("[filesystem]\n{grant}\n"), 0o644);
+        let p = profile.display().to_string();
+        let check = sandbox(&["policy", "check", &p]);
+        check.assert_code(1, "check refuses what run cannot build");
+        let message = check.stderr.trim().to_string();
+        assert!(
+            message.contains("which the sandbox builds itself"),
+            "{grant}\n{check}"
+        );
+        let run = sb.run_with(&["--profile", &p], &["true"]);
+        run.assert_code(125, "run refuses it too");
+        assert_eq!(
+            run.stderr.trim(),
+            format!("sandbox: {message}"),
+            "{grant}: run and check disagree\n{run}"
+        );
+    }
+    // A deny that hides the workspace itself says so (it was a bare
+    // `chdir: Permission denied`).
+    let hides = dir.join("hides.toml");
+    write_file(&hides, "[filesystem]\ndeny = [\"/tmp\"]\n", 0o644);
+    let out = sb.run_with(&["--profile", &hides.display().to_string()], &["true"]);
+    out.assert_code(125, "the workspace is hidden");
+    assert!(
+        out.stderr
+            .contains("is hidden by a filesystem.deny (masked at "),
+        "{out}"
+    );
+    // What check accepts runs: here a granted symlink inside another
+    // granted tree (it failed with `symlink ...: File exists`).
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    write_file(&tree.join("f"), "linked\n", 0o644);
+    std::os::unix::fs::symlink("f", tree.join("link")).expect("symlink");
+    let t = tree.display().to_string();
+    let ok = dir.join("ok.toml");
+    write_file(
+        &ok,
+        &format!("[filesystem]\nread = [\"/run/user\", \"/home\", \"{t}\", \"{t}/link\"]\n"),
+        0o644,
+    );
+    let p = ok.display().to_string();
+    sandbox(&["policy", "check", &p]).assert_code(0, "check accepts it");
+    let out = sb.run_with(&["--profile", &p], &["/bin/cat", &format!("{t}/link")]);
+    out.assert_code(0, "and run runs it");
+    assert_eq!(out.stdout, "linked\n", "{out}");
+}
+
 #[test]
 fn show_prints_the_merged_policy_and_a_stable_hash() {
     let hash = |extra: &[&str]| {
@@ -146,6 +242,76 @@ fn explain_names_the_rule_for_urls_and_paths() {
     assert!(
         out.stdout.contains("filesystem.deny '/etc/shadow'"),
         "{out}"
+    );
+}
+
+/// `policy explain --path` answers from the plan `run` mounts: with
+/// `write = ["${HOME}"]`, `~/.npmrc` is under the agent's empty HOME, so
+/// explain says not visible (it used to say read-write) and a read inside
+/// fails.
+#[test]
+fn explain_answers_what_run_shows_for_a_granted_home() {
+    let home = TempDir::new("/tmp", "airlock-explain-home");
+    let secret = format!("npm-token-{}", common::random_token());
+    let npmrc = home.join(".npmrc");
+    write_file(&npmrc, &secret, 0o644);
+    let dir = TempDir::new("/tmp", "airlock-explain-p");
+    let profile = dir.join("home.toml");
+    write_file(&profile, "[filesystem]\nwrite = [\"${HOME}\"]\n", 0o644);
+    let p = profile.display().to_string();
+    let sb = Sandbox::new();
+    let mut cmd = Command::new(sandbox_bin());
+    cmd.args([
+        "policy",
+        "explain",
+        "--profile",
+        &p,
+        "--workspace",
+        &sb.ws(),
+        "--path",
+    ])
+    .arg(&npmrc)
+    .env("HOME", home.path());
+    let explain = run_to_end(cmd);
+    explain.assert_code(1, "explain: not visible");
+    assert!(
+        explain.stdout.contains("not visible")
+            && explain.stdout.contains("filesystem.write '${HOME}'")
+            && explain.stdout.contains("is hidden under it"),
+        "{explain}"
+    );
+    let mut cmd = sb.command_with(
+        &["--profile", &p],
+        &["/bin/cat", &npmrc.display().to_string()],
+    );
+    cmd.env("HOME", home.path());
+    let run = run_to_end(cmd);
+    assert_ne!(
+        run.code(),
+        Some(0),
+        "run agrees: the file is not there\n{run}"
+    );
+    assert!(!run.stdout.contains(&secret), "{run}");
+    // A path both show: the workspace, read-write.
+    let mut cmd = Command::new(sandbox_bin());
+    cmd.args([
+        "policy",
+        "explain",
+        "--profile",
+        &p,
+        "--workspace",
+        &sb.ws(),
+        "--path",
+    ])
+    .arg(sb.workspace.join("x"))
+    .env("HOME", home.path());
+    let explain = run_to_end(cmd);
+    explain.assert_code(0, "the workspace is writable");
+    assert!(
+        explain
+            .stdout
+            .contains("read-write: filesystem.write '${WORKSPACE}'"),
+        "{explain}"
     );
 }
 
@@ -426,6 +592,252 @@ fn suggest_turns_denials_into_an_allow_list() {
     assert!(out.stdout.contains("\"solo.example.org\","), "{out}");
     assert!(
         !out.stdout.contains("127.0.0.1") && !out.stdout.contains("\"*\""),
+        "{out}"
+    );
+}
+
+/// An ordinary account created for one test (its home under `home`), and
+/// removed again on drop. The managed policy's `${HOME}` is the account
+/// database's, so the test needs an account whose home it controls.
+struct Account {
+    name: String,
+    uid: u32,
+}
+
+impl Account {
+    fn create(home: &Path) -> Account {
+        let name = format!("airlk{}", &common::random_token()[..10]);
+        let out = run_to_end({
+            let mut cmd = Command::new("useradd");
+            cmd.args([
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+            ])
+            .arg(home)
+            .arg(&name);
+            cmd
+        });
+        out.assert_code(0, "useradd for the test account");
+        // Removed on drop from here on, even if the lookup below panics.
+        let mut account = Account { name, uid: 0 };
+        let id = run_to_end({
+            let mut cmd = Command::new("id");
+            cmd.args(["-u", &account.name]);
+            cmd
+        });
+        account.uid = id.stdout.trim().parse().expect("id -u prints a number");
+        account
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// A managed `${HOME}/.ssh` deny holds for an ordinary user whatever their
+/// environment says and however their profile reaches the key: `HOME`
+/// unset, elsewhere, with a trailing slash or `..`, a symlink to the
+/// denied directory, a grant of its parent, a workspace containing it.
+/// Each run reads the key inside; it must fail and its content never show.
+#[test]
+fn managed_home_deny_cannot_be_loosened_through_the_environment() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to create a test account");
+        return;
+    }
+    let base = TempDir::new("/tmp", "airlock-acct");
+    let home = base.join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    let account = Account::create(&home);
+    let (uid, h) = (account.uid, home.display().to_string());
+    let secret = format!("AIRLOCK-KEY-{}", common::random_token());
+    std::fs::create_dir(home.join(".ssh")).expect("mkdir .ssh");
+    write_file(&home.join(".ssh/id_ed25519"), &secret, 0o600);
+    for p in [
+        home.join(".ssh/id_ed25519"),
+        home.join(".ssh"),
+        home.clone(),
+    ] {
+        chown(&p, uid, uid);
+    }
+    set_mode(&home.join(".ssh"), 0o700);
+    let link = base.join("sshlink");
+    std::os::unix::fs::symlink(home.join(".ssh"), &link).expect("symlink");
+    let ws = base.join("ws");
+    std::fs::create_dir(&ws).expect("mkdir ws");
+    chown(&ws, uid, uid);
+    let audit = base.join("audit");
+    std::fs::create_dir(&audit).expect("mkdir audit");
+    chown(&audit, uid, uid);
+    let managed_dir = TempDir::new("/tmp", "airlock-managed-home");
+    let managed = install_managed(&managed_dir, "[filesystem]\ndeny = [\"${HOME}/.ssh\"]\n");
+    let profiles = TempDir::new("/tmp", "airlock-home-profiles");
+    let key = format!("{h}/.ssh/id_ed25519");
+    let l = link.display().to_string();
+    let dotdot = format!("{h}/../home");
+    let inside_ssh = format!("{h}/.ssh/..");
+    let w = ws.display().to_string();
+    // (what, HOME, profile's [filesystem], workspace)
+    let cases: &[(&str, Option<&str>, String, &str)] = &[
+        ("HOME unset", None, format!("read = [\"{h}/.ssh\"]"), &w),
+        (
+            "HOME=/tmp",
+            Some("/tmp"),
+            format!("read = [\"{h}/.ssh\"]"),
+            &w,
+        ),
+        (
+            "HOME with a trailing slash",
+            Some(&format!("{h}/")),
+            "read = [\"${HOME}/.ssh\"]".into(),
+            &w,
+        ),
+        (
+            "HOME with ..",
+            Some(&dotdot),
+            "read = [\"${HOME}/.ssh\"]".into(),
+            &w,
+        ),
+        (
+            "a symlink to the denied directory",
+            None,
+            format!("read = [\"{l}\"]"),
+            &w,
+        ),
+        (
+            "a grant of the parent, HOME unset",
+            None,
+            format!("read = [\"{h}\"]"),
+            &w,
+        ),
+        (
+            "a writable grant of the parent, HOME=/tmp",
+            Some("/tmp"),
+            format!("write = [\"{h}\"]"),
+            &w,
+        ),
+        (
+            "the workspace contains it, HOME unset",
+            None,
+            String::new(),
+            &h,
+        ),
+        (
+            "the workspace through .ssh/.., HOME unset",
+            None,
+            String::new(),
+            &inside_ssh,
+        ),
+    ];
+    for (i, (what, home_env, grant, workspace)) in cases.iter().enumerate() {
+        let profile = profiles.join(&format!("p{i}.toml"));
+        write_file(&profile, &format!("[filesystem]\n{grant}\n"), 0o644);
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .arg(sandbox_bin())
+        .args(["run", "--managed", &managed, "--profile"])
+        .arg(&profile)
+        .args(["--workspace", workspace, "--audit-log"])
+        .arg(audit.join("audit.jsonl"))
+        .args(["--", "/bin/cat", &key])
+        .current_dir(&ws)
+        .env_remove("HOME");
+        if let Some(v) = home_env {
+            cmd.env("HOME", v);
+        }
+        let out = run_to_end(cmd);
+        assert!(
+            !out.stdout.contains(&secret) && !out.stderr.contains(&secret),
+            "{what}: the key leaked\n{out}"
+        );
+        assert_ne!(
+            out.code(),
+            Some(0),
+            "{what}: reading the key succeeded\n{out}"
+        );
+        // Refused up front (naming the managed rule) or hidden inside (cat
+        // fails), never a set-up failure on the mask itself.
+        assert!(
+            (out.code() == Some(125)
+                && out
+                    .stderr
+                    .contains("is denied by the managed policy (filesystem.deny '"))
+                || (out.code() == Some(1) && out.stderr.contains("cat: ")),
+            "{what}\n{out}"
+        );
+    }
+    // The deny of a directory the view does not show is satisfied: the run
+    // goes on (it used to stop with `mask directory ...: ENOENT`).
+    for home_env in [None, Some(h.as_str())] {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .arg(sandbox_bin())
+        .args([
+            "run",
+            "--managed",
+            &managed,
+            "--workspace",
+            &w,
+            "--audit-log",
+        ])
+        .arg(audit.join("audit.jsonl"))
+        .args(["--", "/bin/sh", "-c", "cat \"$0\" || echo hidden", &key])
+        .current_dir(&ws)
+        .env_remove("HOME");
+        if let Some(v) = home_env {
+            cmd.env("HOME", v);
+        }
+        let out = run_to_end(cmd);
+        out.assert_code(0, "a managed deny outside the view is satisfied");
+        assert!(
+            out.stdout.contains("hidden") && !out.stdout.contains(&secret),
+            "{out}"
+        );
+    }
+    drop(account);
+}
+
+/// A managed `${HOME}` that the account database cannot give stops the run
+/// (exit 125): the deny never silently becomes no rule.
+#[test]
+fn managed_home_without_an_account_fails_closed() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to run as an unknown uid");
+        return;
+    }
+    let managed_dir = TempDir::new("/tmp", "airlock-managed-nohome");
+    let managed = install_managed(&managed_dir, "[filesystem]\ndeny = [\"${HOME}/.ssh\"]\n");
+    let ws = TempDir::new("/tmp", "airlock-ws-nohome");
+    let uid = "4242424";
+    chown(ws.path(), 4242424, 4242424);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", uid, "--regid", uid, "--clear-groups"])
+        .arg(sandbox_bin())
+        .args(["run", "--managed", &managed, "--workspace", &ws.display()])
+        .args(["--audit-log", &ws.join("audit.jsonl").display().to_string()])
+        .args(["--", "true"])
+        .current_dir(ws.path())
+        .env("HOME", "/tmp");
+    let out = run_to_end(cmd);
+    out.assert_code(125, "an unresolvable managed ${HOME} stops the run");
+    assert!(
+        out.stderr.contains("filesystem.deny '${HOME}/.ssh' cannot be resolved: uid 4242424 has no entry in the account database"),
         "{out}"
     );
 }

@@ -8,11 +8,19 @@ use super::load::{self, Layer};
 use super::managed;
 use super::merge::{lint, CliLayer, Effective};
 
-/// The errors of one file (empty when valid). A profile is checked with
-/// its whole `extends` chain on top of the embedded default and, when
-/// `managed` is given, against that managed policy (its ownership is not
-/// checked here: this is a lint, not enforcement).
+/// The errors of one file (empty when valid), each file's sorted by line
+/// and column. A profile is checked with its whole `extends` chain on top
+/// of the embedded default and, when `managed` is given, against that
+/// managed policy (its ownership is not checked here: this is a lint, not
+/// enforcement).
 pub fn check_file(path: &Path, managed: Option<&Layer>) -> Vec<String> {
+    let mut errors = unsorted(path, managed);
+    load::sort_by_position(&mut errors);
+    errors
+}
+
+/// The errors of [`check_file`], in the order they were found.
+fn unsorted(path: &Path, managed: Option<&Layer>) -> Vec<String> {
     let (chain, mut errors) = load::chain_of_file(path);
     if !errors.is_empty() || chain.last().is_some_and(|l| l.managed.is_some()) {
         errors.extend(chain.iter().flat_map(|l| lint(&l.rules)));
@@ -25,9 +33,12 @@ pub fn check_file(path: &Path, managed: Option<&Layer>) -> Vec<String> {
         Err(e) => return e,
     };
     match managed {
-        Some(m) => managed::enforce(&mut eff, m, &CliLayer::default())
-            .err()
-            .unwrap_or_default(),
+        // Grants are compared with the managed denies as `run` does, for
+        // the current directory as the workspace.
+        Some(m) => match managed::enforce(&mut eff, m, &CliLayer::default()) {
+            Ok(()) => managed::check_grants(&eff, &super::path_vars(None)),
+            Err(e) => e,
+        },
         None => Vec::new(),
     }
 }

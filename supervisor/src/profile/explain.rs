@@ -1,15 +1,19 @@
 //! `sandbox policy explain`: would this path or URL be reachable, and by
 //! which rule (with the file, line and column it was written at)? Pure
-//! functions of the effective policy; the URL case asks the proxy's own
-//! `decide_target`, so the answer is the proxy's.
+//! functions: the path case reads the mount plan `sandbox run` builds, the
+//! URL case asks the proxy's own `decide_target`, so each answer is what
+//! enforcement does.
 
 use std::path::{Path, PathBuf};
 
 use egress_proxy::decide::decide_target;
 use egress_proxy::name::{parse_host, Host};
 
-use super::merge::{expand, Effective, PathVars};
+use super::deny::shown_by;
+use super::managed::canonical;
+use super::merge::{expand, Effective, Entry, PathVars};
 use super::protect::always_protected;
+use crate::mounts::MountStep;
 
 /// An answer: allowed or not, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,83 +24,219 @@ pub struct Explanation {
     pub because: String,
 }
 
-fn within(path: &Path, dir: &Path) -> bool {
-    path.starts_with(dir)
+/// Expanded `items`, canonical, each with its template and origin.
+fn expanded(items: &[Entry<String>], vars: &PathVars) -> Vec<(PathBuf, String, String)> {
+    items
+        .iter()
+        .flat_map(|e| {
+            expand(&e.value, vars)
+                .into_iter()
+                .map(move |p| (canonical(&p), e.value.clone(), e.origin.clone()))
+        })
+        .collect()
 }
 
-/// How the agent would see `path` (a host path, as inside).
-pub fn path(eff: &Effective, vars: &PathVars, path: &Path) -> Explanation {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+/// How the agent would see `path` (a host path, as named inside), read off
+/// `mounts`: the mount plan `sandbox run` builds for this policy
+/// (`plan::build`), so the answer is what the view holds, not what the
+/// rules alone suggest (a granted `${HOME}` under the empty HOME tmpfs is
+/// not visible). The rules only name the origin of the step that decides.
+pub fn path(eff: &Effective, vars: &PathVars, mounts: &[MountStep], path: &Path) -> Explanation {
+    let path = canonical(path);
     let r = &eff.rules;
-    let expanded = |items: &[super::merge::Entry<String>]| -> Vec<(PathBuf, String, String)> {
-        items
-            .iter()
-            .flat_map(|e| {
-                expand(&e.value, vars)
-                    .into_iter()
-                    .map(move |p| (p, e.value.clone(), e.origin.clone()))
-            })
-            .collect()
+    let not_visible = |why: String| Explanation {
+        allowed: false,
+        because: format!("not visible: {why}"),
     };
-    if let Some((_, t, o)) = expanded(&r.deny)
-        .into_iter()
-        .find(|(p, _, _)| within(&path, p))
-    {
-        return Explanation {
-            allowed: false,
-            because: format!("denied: filesystem.deny '{t}' ({o}) hides it"),
-        };
-    }
-    let mut writable = vec![(
-        vars.workspace.clone(),
-        "${WORKSPACE}".to_string(),
-        "the workspace".to_string(),
-    )];
-    writable.extend(expanded(&r.write));
-    for (root, t, o) in &writable {
-        if !within(&path, root) {
-            continue;
+    let Some(i) = shown_by(mounts, &path) else {
+        return not_visible(
+            "no filesystem rule grants it (the sandbox's /tmp and HOME are private and empty)"
+                .to_string(),
+        );
+    };
+    // The host path behind `path` in the bind beneath step `i`, if any.
+    let host_behind = |upto: usize| -> Option<(PathBuf, &MountStep)> {
+        let j = shown_by(&mounts[..upto], &path)?;
+        match &mounts[j] {
+            MountStep::Bind { source, target, .. }
+            | MountStep::IdmappedBind { source, target, .. } => {
+                let rel = path.strip_prefix(target).ok()?;
+                Some((canonical(source).join(rel), &mounts[j]))
+            }
+            _ => None,
         }
-        let protected = always_protected()
+    };
+    let grant_of = |source: &Path, writable: bool| -> Option<(String, String)> {
+        let source = canonical(source);
+        if writable && source == canonical(&vars.workspace) {
+            return Some(("${WORKSPACE}".to_string(), "the workspace".to_string()));
+        }
+        let list = if writable { &r.write } else { &r.read };
+        expanded(list, vars)
             .into_iter()
-            .map(|p| (p, "always protected".to_string()))
-            .chain(r.protect.iter().map(|e| {
-                (
-                    e.value.clone(),
-                    format!("filesystem.protect at {}", e.origin),
-                )
-            }));
-        for (rel, why) in protected {
-            if within(&path, &root.join(&rel)) {
-                return Explanation {
-                    allowed: true,
-                    because: format!(
-                        "read-only: '{rel}' inside the writable tree {} is protected ({why}): read-only while it exists, and quarantined after the run if the agent creates or changes it",
-                        root.display()
-                    ),
-                };
+            .find(|(p, _, _)| *p == source)
+            .map(|(_, t, o)| (t, o))
+    };
+    match &mounts[i] {
+        MountStep::MaskDir { .. } | MountStep::MaskFile { .. } => {
+            let host = host_behind(i).map_or(path.clone(), |(h, _)| h);
+            let rule = expanded(&r.deny, vars)
+                .into_iter()
+                .filter(|(d, _, _)| host.starts_with(d) || path.starts_with(d))
+                .max_by_key(|(d, _, _)| d.components().count());
+            Explanation {
+                allowed: false,
+                because: match rule {
+                    Some((_, t, o)) => format!("denied: filesystem.deny '{t}' ({o}) hides it"),
+                    None => "denied: a filesystem.deny hides it".to_string(),
+                },
             }
         }
-        return Explanation {
+        MountStep::Tmpfs { target, .. } if *target == path => Explanation {
             allowed: true,
-            because: format!("read-write: filesystem.write '{t}' ({o})"),
-        };
+            because: format!(
+                "read-write: {} is the sandbox's own, empty at start",
+                target.display()
+            ),
+        },
+        MountStep::Tmpfs { target, .. } => {
+            let behind = match host_behind(i) {
+                Some((
+                    _,
+                    MountStep::Bind {
+                        source, writable, ..
+                    },
+                )) => Some((source, *writable)),
+                Some((_, MountStep::IdmappedBind { source, .. })) => Some((source, true)),
+                _ => None,
+            };
+            let hidden = match behind.and_then(|(s, w)| grant_of(s, w).map(|g| (g, w))) {
+                Some(((t, o), writable)) => {
+                    let key = if writable { "write" } else { "read" };
+                    format!("; filesystem.{key} '{t}' ({o}) is hidden under it")
+                }
+                None => String::new(),
+            };
+            not_visible(format!(
+                "{} is a private, empty tmpfs inside (the agent's HOME or /tmp){hidden}",
+                target.display()
+            ))
+        }
+        MountStep::SelfBind {
+            writable: false, ..
+        } => match host_behind(i) {
+            Some((_, tree)) => protected(eff, tree.target(), &path),
+            None => protected(eff, &path, &path),
+        },
+        // A pinned `.git`: as writable as the tree it is in, but for its
+        // config and hooks.
+        MountStep::SelfBind { writable: true, .. }
+            if host_behind(i).is_some_and(|(_, t)| is_protected(eff, t.target(), &path)) =>
+        {
+            match host_behind(i) {
+                Some((_, tree)) => protected(eff, tree.target(), &path),
+                None => protected(eff, &path, &path),
+            }
+        }
+        MountStep::SelfBind { writable: true, .. } => match host_behind(i) {
+            Some((_, MountStep::Bind { source, .. }))
+            | Some((_, MountStep::IdmappedBind { source, .. })) => match grant_of(source, true) {
+                Some((t, o)) => Explanation {
+                    allowed: true,
+                    because: format!(
+                        "read-write: filesystem.write '{t}' ({o}); pinned (cannot be renamed or \
+                         replaced)"
+                    ),
+                },
+                None => Explanation {
+                    allowed: true,
+                    because: "read-write; pinned (cannot be renamed or replaced)".to_string(),
+                },
+            },
+            _ => Explanation {
+                allowed: true,
+                because: "read-write; pinned (cannot be renamed or replaced)".to_string(),
+            },
+        },
+        MountStep::IdmappedBind { target, .. }
+        | MountStep::Bind {
+            target,
+            writable: true,
+            ..
+        } if is_protected(eff, target, &path) => protected(eff, target, &path),
+        MountStep::IdmappedBind { source, .. } => Explanation {
+            allowed: true,
+            because: match grant_of(source, true) {
+                Some((t, o)) => format!(
+                    "read-write: filesystem.write '{t}' ({o}); its owner's files appear as the \
+                     agent's (idmapped)"
+                ),
+                None => "read-write (idmapped)".to_string(),
+            },
+        },
+        MountStep::Bind {
+            source, writable, ..
+        } => {
+            let access = if *writable { "read-write" } else { "read-only" };
+            Explanation {
+                allowed: true,
+                because: match grant_of(source, *writable) {
+                    Some((t, o)) if *writable => format!("{access}: filesystem.write '{t}' ({o})"),
+                    Some((t, o)) => format!("{access}: filesystem.read '{t}' ({o})"),
+                    None => format!(
+                        "{access}: the sandbox's own {} (egress socket or CA bundle)",
+                        mounts[i].target().display()
+                    ),
+                },
+            }
+        }
+        MountStep::Symlink { points_to, .. } => Explanation {
+            allowed: true,
+            because: format!("a link to {} (as on the host)", points_to.display()),
+        },
+        other => Explanation {
+            allowed: true,
+            because: format!(
+                "the sandbox's own {} (not the host's)",
+                other.target().display()
+            ),
+        },
     }
-    let best = expanded(&r.read)
+}
+
+/// Whether `path`, inside the writable tree `root`, is code the host runs
+/// (always protected, or `filesystem.protect`).
+fn is_protected(eff: &Effective, root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    always_protected()
         .into_iter()
-        .filter(|(p, _, _)| within(&path, p))
-        .max_by_key(|(p, _, _)| p.components().count());
-    match best {
-        Some((_, t, o)) => Explanation {
-            allowed: true,
-            because: format!("read-only: filesystem.read '{t}' ({o})"),
-        },
-        None => Explanation {
-            allowed: false,
-            because: "not visible: no filesystem rule grants it (the sandbox's /tmp and HOME are \
-                      private and empty)"
-                .to_string(),
-        },
+        .chain(eff.rules.protect.iter().map(|e| e.value.clone()))
+        .any(|p| rel.starts_with(&p))
+}
+
+/// A protected path inside the writable tree `root`: read-only, and why.
+fn protected(eff: &Effective, root: &Path, path: &Path) -> Explanation {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let why = always_protected()
+        .into_iter()
+        .map(|p| (p, "always protected".to_string()))
+        .chain(eff.rules.protect.iter().map(|e| {
+            (
+                e.value.clone(),
+                format!("filesystem.protect at {}", e.origin),
+            )
+        }))
+        .find(|(p, _)| rel.starts_with(p));
+    let (rel, why) = why.unwrap_or_else(|| (rel.display().to_string(), "protected".to_string()));
+    Explanation {
+        allowed: true,
+        because: format!(
+            "read-only: '{rel}' inside the writable tree {} is protected ({why}): read-only \
+             while it exists, and quarantined after the run if the agent creates or changes it",
+            root.display()
+        ),
     }
 }
 
@@ -249,51 +389,129 @@ mod tests {
     }
 
     #[test]
-    fn paths_name_the_deciding_rule() {
-        let e = eff(
-            "[filesystem]\nwrite = [\"/var/tmp/airlock-explain\"]\ndeny = [\"${HOME}/.ssh\"]\n",
-        );
+    fn paths_are_answered_from_the_plan_run_builds() {
+        use crate::plan::{build, Host, RunRequest};
+        let root = std::env::temp_dir().join(format!("airlock-explain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (ws, home, extra) = (root.join("ws"), root.join("home/u"), root.join("extra"));
+        for d in [&ws, &home.join(".ssh"), &extra, &ws.join(".git")] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        for f in [home.join(".npmrc"), home.join(".ssh/id"), extra.join("x")] {
+            std::fs::write(&f, "").expect("write");
+        }
+        let e = eff(&format!(
+            "[filesystem]\nwrite = [\"${{HOME}}\", \"{}\"]\nread = [\"{}\"]\ndeny = [\"{}/.ssh\"]\n",
+            extra.display(),
+            root.display(),
+            home.display()
+        ));
         let vars = PathVars {
-            workspace: PathBuf::from("/work/project"),
-            home: Some(PathBuf::from("/home/u")),
+            workspace: ws.clone(),
+            home: Some(home.clone()),
             tmpdir: PathBuf::from("/tmp"),
         };
-        for (p, allowed, want) in [
+        let host = Host {
+            euid: 1000,
+            egid: 1000,
+            home: Some(home.clone()),
+            cwd: ws.clone(),
+            vars: vec![("HOME".into(), home.clone().into())],
+            session_id: "0123456789abcdef0123456789abcdef".into(),
+        };
+        let req = RunRequest {
+            workspace: Some(ws.clone()),
+            argv: vec!["true".into()],
+            ..RunRequest::default()
+        };
+        // The one plan: run mounts it, explain reads it.
+        let plan = build(&crate::profile::to_policy(&e, &vars), &req, &host).expect("plan");
+        let kind = |p: &Path| match shown_by(&plan.mounts, p).map(|i| &plan.mounts[i]) {
+            Some(MountStep::Bind { writable: true, .. }) => "bind-rw",
+            Some(MountStep::Bind { .. }) => "bind-ro",
+            Some(MountStep::Tmpfs { .. }) => "tmpfs",
+            Some(MountStep::MaskDir { .. } | MountStep::MaskFile { .. }) => "mask",
+            Some(MountStep::SelfBind {
+                writable: false, ..
+            }) => "pinned-ro",
+            Some(MountStep::SelfBind { writable: true, .. }) => "pinned-rw",
+            Some(_) => "other",
+            None => "none",
+        };
+        let p = |rel: &str| root.join(rel);
+        for (path, step, allowed, want) in [
+            // write = ["${HOME}"]: the empty HOME tmpfs hides it.
             (
-                "/usr/bin/env",
-                true,
-                "read-only: filesystem.read '/usr' (<embedded default>:",
-            ),
-            (
-                "/etc/shadow",
+                p("home/u/.npmrc"),
+                "tmpfs",
                 false,
-                "denied: filesystem.deny '/etc/shadow'",
+                "not visible: ".to_string()
+                    + &home.display().to_string()
+                    + " is a private, empty tmpfs inside (the agent's HOME or /tmp); \
+                       filesystem.write '${HOME}' (p.toml:2:10) is hidden under it",
             ),
             (
-                "/home/u/.ssh/id_ed25519",
+                home.clone(),
+                "tmpfs",
+                true,
+                "read-write: ".to_string() + &home.display().to_string() + " is the sandbox's own",
+            ),
+            (
+                p("extra/x"),
+                "bind-rw",
+                true,
+                "read-write: filesystem.write '".to_string()
+                    + &extra.display().to_string()
+                    + "' (p.toml:2:21)",
+            ),
+            (
+                p("ws/src.rs"),
+                "bind-rw",
+                true,
+                "read-write: filesystem.write '${WORKSPACE}' (the workspace)".to_string(),
+            ),
+            (
+                p("ws/.git/hooks"),
+                "pinned-rw",
+                true,
+                "'.git/hooks' inside the writable tree ".to_string()
+                    + &ws.display().to_string()
+                    + " is protected",
+            ),
+            (
+                PathBuf::from("/usr/bin/env"),
+                "bind-ro",
+                true,
+                "read-only: filesystem.read '/usr' (<embedded default>:".to_string(),
+            ),
+            (
+                PathBuf::from("/etc/shadow"),
+                "mask",
                 false,
-                "denied: filesystem.deny '${HOME}/.ssh' (p.toml:3:9)",
+                "denied: filesystem.deny '/etc/shadow'".to_string(),
             ),
             (
-                "/work/project/src/main.rs",
-                true,
-                "read-write: filesystem.write '${WORKSPACE}' (the workspace)",
+                PathBuf::from("/home/nobody-here"),
+                "none",
+                false,
+                "not visible: no filesystem rule".to_string(),
             ),
-            (
-                "/work/project/.git/hooks/pre-commit",
-                true,
-                "'.git/hooks' inside the writable tree /work/project is protected",
-            ),
-            (
-                "/var/tmp/airlock-explain/x",
-                true,
-                "read-write: filesystem.write '/var/tmp/airlock-explain' (p.toml:2:10)",
-            ),
-            ("/home/u/notes.txt", false, "not visible"),
         ] {
-            let x = path(&e, &vars, Path::new(p));
-            assert_eq!(x.allowed, allowed, "{p}: {}", x.because);
-            assert!(x.because.contains(want), "{p}: {}", x.because);
+            assert_eq!(
+                kind(&canonical(&path)),
+                step,
+                "{}: run's plan",
+                path.display()
+            );
+            let x = super::path(&e, &vars, &plan.mounts, &path);
+            assert_eq!(x.allowed, allowed, "{}: {}", path.display(), x.because);
+            assert!(
+                x.because.starts_with(&want) || x.because.contains(&want),
+                "{}: {}\nwanted {want}",
+                path.display(),
+                x.because
+            );
         }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

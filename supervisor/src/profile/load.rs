@@ -189,23 +189,26 @@ pub fn parse_partial(
     path: Option<PathBuf>,
     text: &str,
 ) -> Result<(Layer, Vec<String>), Vec<String>> {
-    let doc: ProfileDoc = toml::from_str(text).map_err(|e| {
-        vec![format!(
-            "{label}:{}",
-            at(text, e.span().map(|s| s.start), e.message().trim_end())
-        )]
-    })?;
-    let table: toml::Table = toml::from_str(text).unwrap_or_default();
+    let (doc, readable, doc_errors) = lenient_doc(label, text);
+    let table: toml::Table = toml::from_str(&readable).unwrap_or_default();
     let network_table = table.get("network").and_then(|n| n.as_table());
     let mut v = Validator {
         label,
         text,
-        errors: Vec::new(),
+        errors: doc_errors,
     };
     let mut rules = Rules::default();
     let fs = doc.filesystem;
     rules.read = v.paths(fs.read, false);
     rules.write = v.paths(fs.write, false);
+    for (key, list) in [("read", &rules.read), ("write", &rules.write)] {
+        for e in list {
+            if let Some(why) = grant_conflict(Path::new(&e.value)) {
+                v.errors
+                    .push(format!("{}: filesystem.{key}: {why}", e.origin));
+            }
+        }
+    }
     rules.deny = v.paths(fs.deny, true);
     for p in fs.protect {
         let s = p.get_ref().trim().trim_end_matches('/').to_string();
@@ -298,7 +301,286 @@ pub fn parse_partial(
         has_network_allow: network_table.is_some_and(|n| n.contains_key("allow")),
         has_network_cidr: network_table.is_some_and(|n| n.contains_key("allow_cidr")),
     };
-    Ok((layer, v.errors))
+    let mut errors = v.errors;
+    sort_by_position(&mut errors);
+    Ok((layer, errors))
+}
+
+/// Most errors one document is worth reporting in one go.
+const MAX_DOC_ERRORS: usize = 64;
+
+/// Deserializes `text`, and where that fails records the error, blanks
+/// what it points at and tries again, so `policy check` lists every
+/// syntax and type error instead of the first. A syntax error blanks its
+/// line; a type error its statement, or its whole table when it points at
+/// a table header (an unknown `[filesys]`). Blanking keeps every byte
+/// offset, so positions stay those of the file. Returns the document of
+/// what remained, that text, and the errors; with any error the layer is
+/// only for reporting (`parse_layer` refuses it).
+fn lenient_doc(label: &str, text: &str) -> (ProfileDoc, String, Vec<String>) {
+    let mut current = text.to_string();
+    let mut errors = Vec::new();
+    while errors.len() < MAX_DOC_ERRORS {
+        let syntax = toml::from_str::<toml::Table>(&current).err();
+        let failure = match &syntax {
+            Some(e) => e.clone(),
+            None => match toml::from_str::<ProfileDoc>(&current) {
+                Ok(doc) => return (doc, current, errors),
+                Err(e) => e,
+            },
+        };
+        // Spans are byte offsets; never slice inside a character.
+        let mut offset = failure.span().map(|s| {
+            let mut o = s.start.min(current.len());
+            while !current.is_char_boundary(o) {
+                o -= 1;
+            }
+            o
+        });
+        let mut message = failure.message().trim_end().to_string();
+        let mut range = None;
+        if let (Some(_), Some(o)) = (&syntax, offset) {
+            // The parser notices an unclosed `[` or `{` only at the next
+            // statement; name the statement that left it open instead.
+            if let Some(open) = unclosed_before(&current, o) {
+                message = "unclosed '[' or '{': a ']' or '}' is missing".to_string();
+                offset = Some(open.start);
+                range = Some(open);
+            }
+        }
+        let shown = match offset {
+            Some(o) if text.is_char_boundary(o.min(text.len())) => text,
+            _ => current.as_str(),
+        };
+        errors.push(format!("{label}:{}", at(shown, offset, &message)));
+        let Some(offset) = offset else { break };
+        let range = range.unwrap_or_else(|| {
+            if syntax.is_some() {
+                line_at(&current, offset)
+            } else {
+                statement_at(&current, offset)
+            }
+        });
+        let blanked = blank(&current, range);
+        if blanked == current {
+            break;
+        }
+        current = blanked;
+    }
+    (ProfileDoc::default(), current, errors)
+}
+
+/// The byte range of the line holding `offset` (without its newline).
+fn line_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    start..end
+}
+
+/// Whether a line starts a statement: a table header or `key =`.
+fn starts_statement(line: &str) -> bool {
+    let t = line.trim_start();
+    if t.starts_with('[') {
+        return true;
+    }
+    let key_end = if let Some(rest) = t.strip_prefix('"') {
+        rest.find('"').map(|i| i + 2)
+    } else if let Some(rest) = t.strip_prefix('\'') {
+        rest.find('\'').map(|i| i + 2)
+    } else {
+        t.find(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)))
+    };
+    match key_end {
+        Some(end) if end > 0 => t[end..].trim_start().starts_with('='),
+        _ => false,
+    }
+}
+
+/// When the syntax error at `offset` is at the start of a statement and
+/// the statement before it left a bracket open, that statement's lines
+/// (from its first line to just before `offset`).
+fn unclosed_before(text: &str, offset: usize) -> Option<std::ops::Range<usize>> {
+    let line = line_at(text, offset);
+    if !starts_statement(&text[line.clone()]) || text[line.start..offset].trim() != "" {
+        return None;
+    }
+    let before = &text[..line.start];
+    let mut starts: Vec<usize> = vec![0];
+    starts.extend(
+        before
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .filter(|&i| i < before.len()),
+    );
+    let start = starts.iter().rev().copied().find(|&s| {
+        let end = before[s..].find('\n').map_or(before.len(), |e| s + e);
+        starts_statement(&before[s..end])
+    })?;
+    let chunk = &text[start..line.start];
+    let open = statements(chunk)
+        .last()
+        .is_some_and(|(r, _)| r.end == chunk.len() || chunk[r.end..].trim().is_empty())
+        && depth_after(chunk) > 0;
+    open.then(|| start..line.start.saturating_sub(1).max(start))
+}
+
+/// Brackets left open at the end of `text` (strings and comments skipped).
+fn depth_after(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut in_str: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (in_str, c) {
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q || c == '\n' => in_str = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => in_str = Some(c),
+            (None, '#') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// The top-level statements of a (syntactically valid) document: each
+/// `key = value` (however many lines its value spans) and each table
+/// header, as byte ranges, with whether it is a header.
+fn statements(text: &str) -> Vec<(std::ops::Range<usize>, bool)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut depth, mut start) = (0, 0usize, None::<(usize, bool)>);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let quote: &[u8] = if b == b'"' { b"\"\"\"" } else { b"'''" };
+                let triple = bytes[i..].starts_with(quote);
+                let close = if triple { quote } else { &quote[..1] };
+                if start.is_none() {
+                    start = Some((i, false));
+                }
+                let mut j = i + close.len();
+                while j < bytes.len() {
+                    if b == b'"' && bytes[j] == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if !triple && bytes[j] == b'\n' {
+                        break;
+                    }
+                    if bytes[j..].starts_with(close) {
+                        j += close.len();
+                        break;
+                    }
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+            b'[' | b'{' => {
+                if start.is_none() {
+                    start = Some((i, b == b'['));
+                }
+                depth += 1;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' if depth == 0 || start.is_some_and(|(_, header)| header) => {
+                if let Some((s, header)) = start.take() {
+                    out.push((s..i, header));
+                }
+                depth = 0;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => {
+                if start.is_none() {
+                    start = Some((i, false));
+                }
+            }
+        }
+        i += 1;
+    }
+    if let Some((s, header)) = start {
+        out.push((s..bytes.len(), header));
+    }
+    out
+}
+
+/// What a type error at `offset` takes out: its statement, or a header's
+/// whole table (up to the next header).
+fn statement_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let all = statements(text);
+    let Some(k) = all.iter().rposition(|(r, _)| r.start <= offset) else {
+        return line_at(text, offset);
+    };
+    let (range, header) = all[k].clone();
+    if !header {
+        return range;
+    }
+    let end = all[k + 1..]
+        .iter()
+        .find(|(_, h)| *h)
+        .map_or(text.len(), |(r, _)| r.start);
+    range.start..end
+}
+
+/// `text` with every byte of `range` but newlines made a space.
+fn blank(text: &str, range: std::ops::Range<usize>) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for b in &mut bytes[range] {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    }
+    // Only whole characters are blanked (ranges start and end at ASCII
+    // or at line ends), so this stays UTF-8; if not, keep the text.
+    String::from_utf8(bytes).unwrap_or_else(|_| text.to_string())
+}
+
+/// The `LABEL:LINE:COL: ` position an error starts with, if it has one:
+/// the first `:LINE:COL:` in it.
+pub fn error_position(e: &str) -> Option<(&str, usize, usize)> {
+    for (i, _) in e.match_indices(':') {
+        let mut parts = e[i + 1..].splitn(3, ':');
+        if let (Some(l), Some(c), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            if let (Ok(l), Ok(c)) = (l.parse(), c.parse()) {
+                return Some((&e[..i], l, c));
+            }
+        }
+    }
+    None
+}
+
+/// Sorts errors by file (in order of first mention), then line and column;
+/// errors without a position keep their place ahead of their file's.
+pub fn sort_by_position(errors: &mut [String]) {
+    let mut files: Vec<String> = Vec::new();
+    for e in errors.iter() {
+        let file = error_position(e).map_or(e.as_str(), |(f, _, _)| f);
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    errors.sort_by_key(|e| match error_position(e) {
+        Some((f, l, c)) => (files.iter().position(|x| x == f), l, c),
+        None => (files.iter().position(|x| x == e), 0, 0),
+    });
 }
 
 struct Validator<'a> {
@@ -439,6 +721,43 @@ impl Validator<'_> {
             l.best_effort = Some(self.entry(b.span().start, *b.get_ref()));
         }
     }
+}
+
+/// The directory under `/run` the sandbox builds itself (the egress socket
+/// and CA bundle; `egress.rs` says where, a test holds them together).
+pub const BUILT_BY_SANDBOX: &str = "/run/airlock";
+
+/// Why `path` (a grant, expanded or literal) cannot be bound, if it
+/// cannot: it is `/` or contains a directory the sandbox builds itself
+/// (`/run/airlock`), and a host tree bound there leaves no room to build
+/// it (a read-only bind refuses the `mkdir`; `/` also holds the `/bin`
+/// and `/lib` links already). One message for `policy check` and `run`.
+pub fn grant_conflict(path: &Path) -> Option<String> {
+    let built = Path::new(BUILT_BY_SANDBOX);
+    if path == Path::new("/") || built.starts_with(path) {
+        return Some(format!(
+            "'{}' contains {}, which the sandbox builds itself, so it cannot be granted \
+             whole; grant the directories under it that the agent needs",
+            path.display(),
+            if path == Path::new("/") {
+                "the whole view (/run/airlock, /tmp, /proc, /dev, the /bin and /lib links)"
+                    .to_string()
+            } else {
+                built.display().to_string()
+            }
+        ));
+    }
+    // The sandbox mounts its own /proc and /dev over whatever was bound
+    // there: a host path under them would be hidden, and Landlock's rule
+    // for it found nothing (`ruleset ...: No such file or directory`).
+    if let Some(own) = ["/proc", "/dev"].iter().find(|d| path.starts_with(d)) {
+        return Some(format!(
+            "'{}' is inside {own}, which the sandbox builds itself (its own, not the host's); \
+             host paths there cannot be granted",
+            path.display()
+        ));
+    }
+    None
 }
 
 /// The path variables a template may start with.
@@ -621,6 +940,106 @@ mod tests {
                 (got, w) => panic!("{raw}: got {got:?}, wanted {w:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_syntax_and_type_error_is_listed_sorted_by_line() {
+        for (text, want) in [
+            (
+                "[profile]\ncolour = \"red\"\n[filesystem]\nread = [\"/usr\", 3]\nwrite = \"x\"\ndeny = [\"rel\"]\n[filesys]\nread = [\"/x\"]\n[limits]\npids = \"many\"\n[env]\npass = [\"BAD NAME\"]\n",
+                &[
+                    "f:2:1: unknown field `colour`",
+                    "f:4:17: invalid type: integer `3`",
+                    "f:5:9: invalid type: string \"x\"",
+                    "f:6:9: 'rel': paths are absolute",
+                    "f:7:2: unknown field `filesys`",
+                    "f:10:8: invalid type: string \"many\"",
+                    "f:12:9: env.pass: 'BAD NAME'",
+                ][..],
+            ),
+            (
+                "[filesystem]\nread = [\"/usr\"\nwrite = [\"/x\"]\ndeny = \"open\n[limits]\ncpu = \"x\"\n",
+                &[
+                    "f:2:1: unclosed '[' or '{'",
+                    "f:4:13: invalid basic string",
+                    "f:6:7: invalid type: string \"x\", expected f64",
+                ][..],
+            ),
+            (
+                "[network]\nallow = [\n  \"a.example.com\",\n  7,\n]\nports = [\"x\"]\n",
+                &[
+                    "f:4:3: invalid type: integer `7`",
+                    "f:6:10: invalid type: string \"x\"",
+                ][..],
+            ),
+        ] {
+            let errors = match parse_partial("f", None, text) {
+                Ok((_, e)) => e,
+                Err(e) => e,
+            };
+            assert_eq!(errors.len(), want.len(), "{errors:#?}");
+            for (e, w) in errors.iter().zip(want) {
+                assert!(e.starts_with(w), "{e:?} does not start with {w:?}: {errors:#?}");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_documents_never_panic_and_always_report() {
+        let samples = [
+            "",
+            "[",
+            "]]]\n[[[",
+            "a = \"é\n",
+            "[filesystem]\nread = [\"/ü\", \"ß\"\n[network]\nallow = [\"ü.example.com\"\n",
+            "x = '''\nunterminated é",
+            "x = \"\"\"\nπ\"\"\"\ny = [\n\n\n",
+            "\n\n\n[limits]\npids = [1, 2\ncpu = {\n",
+            "é = 1\n[é]\n\"é\" = [\n",
+            "[[credentials]]\nname = 1\n[[credentials]]\nname = \"ok\"\nsource = 3\n",
+        ];
+        for text in samples {
+            let errors = match parse_partial("f", None, text) {
+                Ok((_, e)) => e,
+                Err(e) => e,
+            };
+            assert!(
+                text.is_empty() || !errors.is_empty(),
+                "{text:?} has no error"
+            );
+            assert!(errors.len() <= MAX_DOC_ERRORS + 8, "{text:?}: {errors:#?}");
+            for e in &errors {
+                assert!(e.starts_with("f:"), "{text:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn grants_of_what_the_sandbox_builds_are_refused() {
+        for (path, refused) in [
+            ("/", true),
+            ("/run", true),
+            ("/run/airlock", true),
+            ("/run/user", false),
+            ("/proc/1", true),
+            ("/dev/kvm", true),
+            ("/devices", false),
+            ("/home", false),
+            ("/usr", false),
+        ] {
+            assert_eq!(grant_conflict(Path::new(path)).is_some(), refused, "{path}");
+        }
+        for inside in [
+            crate::egress::INSIDE_SOCKET,
+            crate::egress::INSIDE_CA_BUNDLE,
+        ] {
+            assert!(Path::new(inside).starts_with(BUILT_BY_SANDBOX), "{inside}");
+        }
+        let e = parse_layer("p.toml", None, "[filesystem]\nwrite = [\"/\"]\n").unwrap_err();
+        assert!(
+            e[0].starts_with("p.toml:2:10: filesystem.write: '/' contains the whole view"),
+            "{e:?}"
+        );
     }
 
     #[test]

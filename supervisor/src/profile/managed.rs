@@ -11,6 +11,12 @@
 //! swap the administrator's policy for a laxer root-owned file. Either way
 //! the file is honoured only when it and every directory above it are owned
 //! by root and not writable by anyone else.
+//!
+//! Its path variables come from trusted sources only ([`TrustedVars`]):
+//! `${HOME}` is the real uid's home in the account database, never the
+//! caller's environment, which the user controls (`env -u HOME` once
+//! turned a `${HOME}/.ssh` deny into no rule at all). Its denies are then
+//! compared with every grant on canonical paths ([`check_grants`]).
 
 use std::fs::File;
 use std::io::Read;
@@ -18,7 +24,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::load::{parse_layer, Layer};
-use super::merge::{apply, covered_by, lint, CliLayer, Effective, Source};
+use super::merge::{apply, covered_by, expand, lint, CliLayer, Effective, Entry, PathVars, Source};
 
 /// Where the administrator's managed policy lives.
 pub const DEFAULT_MANAGED: &str = "/etc/airlock/managed.toml";
@@ -112,15 +118,189 @@ pub fn load(path: &Path) -> Result<Layer, Vec<String>> {
     parse_layer(&label, canonical, &text)
 }
 
-fn path_within(path: &str, dir: &str) -> bool {
-    path == dir || dir == "/" || path.starts_with(&format!("{dir}/"))
+/// Where the managed policy's path variables come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedVars {
+    /// `${HOME}`: the real uid's home directory in the account database,
+    /// or why there is none.
+    pub home: Result<PathBuf, String>,
+}
+
+impl TrustedVars {
+    /// The facts for the real uid of this process (`getpwuid(getuid())`).
+    pub fn current() -> Self {
+        let uid = nix::unistd::getuid();
+        let home = match nix::unistd::User::from_uid(uid) {
+            Ok(Some(u)) if u.dir.is_absolute() => Ok(u.dir),
+            Ok(Some(u)) => Err(format!(
+                "the account database gives uid {uid} the home directory '{}', which is not \
+                 absolute",
+                u.dir.display()
+            )),
+            Ok(None) => Err(format!("uid {uid} has no entry in the account database")),
+            Err(e) => Err(format!(
+                "cannot read the account database for uid {uid}: {e}"
+            )),
+        };
+        Self { home }
+    }
+}
+
+/// One managed path template with its variables resolved from `vars`:
+/// `${HOME}` from the account database, `${TMPDIR}` as `/tmp` (the
+/// caller's `TMPDIR` is theirs to point anywhere). `${WORKSPACE}` stays:
+/// it is the run's canonical workspace, not an environment value.
+pub fn resolve_template(template: &str, vars: &TrustedVars) -> Result<String, String> {
+    let (base, rest) = if let Some(rest) = template.strip_prefix("${HOME}") {
+        let home = vars.home.as_ref().map_err(Clone::clone)?;
+        let home = home
+            .to_str()
+            .ok_or_else(|| format!("the home directory {} is not UTF-8", home.display()))?;
+        (home.trim_end_matches('/').to_string(), rest)
+    } else if let Some(rest) = template.strip_prefix("${TMPDIR}") {
+        ("/tmp".to_string(), rest)
+    } else {
+        return Ok(template.to_string());
+    };
+    Ok(match (base.is_empty(), rest.is_empty()) {
+        (true, true) => "/".to_string(),
+        _ => format!("{base}{rest}"),
+    })
+}
+
+/// Resolves every path template of the managed layer; an unresolvable one
+/// is an error (fail closed), never an empty rule.
+fn resolve_paths(rules: &mut super::merge::Rules, vars: &TrustedVars, label: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (key, list) in [
+        ("read", &mut rules.read),
+        ("write", &mut rules.write),
+        ("deny", &mut rules.deny),
+    ] {
+        for e in list.iter_mut() {
+            match resolve_template(&e.value, vars) {
+                Ok(v) => e.value = v,
+                Err(why) => errors.push(format!(
+                    "{}: managed policy {label}: filesystem.{key} '{}' cannot be resolved: {why}; \
+                     the managed policy's ${{HOME}} comes from the account database, never from \
+                     the environment (fix the account or write the path out)",
+                    e.origin, e.value
+                )),
+            }
+        }
+    }
+    errors
+}
+
+/// `path` made absolute and canonical: symlinks resolved as far as the
+/// path exists, `.` and `..` removed, no trailing slash. The part that does
+/// not exist is appended as written (it cannot hold a symlink).
+pub fn canonical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = if path.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
+    };
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => {
+                let next = out.join(name);
+                // Resolving each existing step as it comes makes a later
+                // `..` go up from where a symlink really led, as the kernel does.
+                out = std::fs::canonicalize(&next).unwrap_or(next);
+            }
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Grants inside a managed deny, compared on canonical paths: every path
+/// `read`, `write` or the workspace would bind. A grant of a parent of a
+/// denied path is fine (the deny is masked inside it, see `plan.rs`); a
+/// grant at or inside a denied path exceeds the managed policy.
+pub fn check_grants(eff: &Effective, vars: &PathVars) -> Vec<String> {
+    let denies: Vec<(PathBuf, &Entry<String>)> = eff
+        .managed_deny
+        .iter()
+        .flat_map(|d| {
+            let mut paths = expand(&d.value, vars);
+            // A glob names what exists now; the pattern's directory is
+            // what a grant must not sit in either way.
+            if paths.is_empty() && !d.value.contains('*') {
+                paths.push(PathBuf::from(&d.value));
+            }
+            paths.into_iter().map(move |p| (canonical(&p), d))
+        })
+        .collect();
+    if denies.is_empty() {
+        return Vec::new();
+    }
+    let r = &eff.rules;
+    let workspace = Entry::new("${WORKSPACE}".to_string(), "the workspace");
+    let mut grants: Vec<(PathBuf, &str, &Entry<String>)> =
+        vec![(canonical(&vars.workspace), "workspace", &workspace)];
+    for (key, list) in [("read", &r.read), ("write", &r.write)] {
+        for g in list {
+            for p in expand(&g.value, vars) {
+                grants.push((canonical(&p), key, g));
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    for (path, key, g) in grants {
+        if let Some((_, d)) = denies.iter().find(|(d, _)| path.starts_with(d)) {
+            let shown = path.display().to_string();
+            let real = if shown == g.value {
+                String::new()
+            } else {
+                format!(" ({shown})")
+            };
+            errors.push(format!(
+                "{}: {key} '{}'{real} is denied by the managed policy (filesystem.deny '{}' at {})",
+                g.origin, g.value, d.value, d.origin
+            ));
+        }
+    }
+    errors
 }
 
 /// Applies the managed layer on top of the merged policy. `cli` is checked
-/// against `[managed]`.
+/// against `[managed]`; path variables come from [`TrustedVars::current`].
 pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(), Vec<String>> {
-    let mut errors = Vec::new();
-    let m = &managed.rules;
+    let r = &managed.rules;
+    // The account database is asked only when a rule needs it (NSS may be
+    // a network directory, slow to answer).
+    let needs_home = r
+        .read
+        .iter()
+        .chain(&r.write)
+        .chain(&r.deny)
+        .any(|e| e.value.starts_with("${HOME}"));
+    let trusted = if needs_home {
+        TrustedVars::current()
+    } else {
+        TrustedVars {
+            home: Err("not looked up".to_string()),
+        }
+    };
+    enforce_with(eff, managed, cli, &trusted)
+}
+
+/// [`enforce`] with the trusted facts given (tests).
+pub fn enforce_with(
+    eff: &mut Effective,
+    managed: &Layer,
+    cli: &CliLayer,
+    trusted: &TrustedVars,
+) -> Result<(), Vec<String>> {
+    let mut resolved = managed.rules.clone();
+    let mut errors = resolve_paths(&mut resolved, trusted, &managed.label);
+    let m = &resolved;
     let label = &managed.label;
     let flags = managed.managed.clone().unwrap_or_default();
     if flags.allow_cli_network == Some(false) && cli.touches_network() {
@@ -135,14 +315,8 @@ pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(
         ));
     }
     let r = &eff.rules;
-    for grant in r.read.iter().chain(&r.write) {
-        if let Some(d) = m.deny.iter().find(|d| path_within(&grant.value, &d.value)) {
-            errors.push(format!(
-                "{}: '{}' is denied by the managed policy (filesystem.deny '{}' at {})",
-                grant.origin, grant.value, d.value, d.origin
-            ));
-        }
-    }
+    // Filesystem grants are compared with the denies on canonical paths
+    // once the run's variables are known (check_grants).
     for a in &r.allow {
         if let Some(d) = m.net_deny.iter().find(|d| covered_by(&a.value, &d.value.0)) {
             errors.push(format!(
@@ -259,6 +433,7 @@ pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(
     let limits_before = eff.rules.limits.clone();
     let ports_before = eff.rules.ports.clone();
     apply(&mut eff.rules, m)?;
+    eff.managed_deny = m.deny.clone();
     let l = &mut eff.rules.limits;
     macro_rules! keep_lower {
         ($($f:ident),*) => { $( if limits_before.$f.is_some() { l.$f = limits_before.$f.clone(); } )* };
@@ -285,5 +460,132 @@ pub fn enforce(eff: &mut Effective, managed: &Layer, cli: &CliLayer) -> Result<(
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load::{embedded_default, parse_layer};
+    use std::os::unix::fs::symlink;
+
+    fn trusted(home: &str) -> TrustedVars {
+        TrustedVars {
+            home: Ok(PathBuf::from(home)),
+        }
+    }
+
+    #[test]
+    fn managed_home_comes_from_the_account_database_never_the_environment() {
+        for (template, vars, want) in [
+            ("${HOME}/.ssh", trusted("/home/u"), Ok("/home/u/.ssh")),
+            ("${HOME}/.ssh", trusted("/home/u/"), Ok("/home/u/.ssh")),
+            ("${HOME}", trusted("/"), Ok("/")),
+            ("${TMPDIR}/x", trusted("/home/u"), Ok("/tmp/x")),
+            (
+                "${WORKSPACE}/.env",
+                trusted("/home/u"),
+                Ok("${WORKSPACE}/.env"),
+            ),
+            ("/etc/x", trusted("/home/u"), Ok("/etc/x")),
+            (
+                "${HOME}/.ssh",
+                TrustedVars {
+                    home: Err("uid 4242 has no entry in the account database".into()),
+                },
+                Err("no entry"),
+            ),
+        ] {
+            match (resolve_template(template, &vars), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{template}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{template}: {e}"),
+                (got, w) => panic!("{template}: got {got:?}, wanted {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unresolvable_managed_home_stops_the_run_instead_of_dropping_the_deny() {
+        let managed =
+            parse_layer("m.toml", None, "[filesystem]\ndeny = [\"${HOME}/.ssh\"]\n").expect("ok");
+        let mut eff = Effective::merge(&[embedded_default()], &CliLayer::default()).expect("ok");
+        let no_home = TrustedVars {
+            home: Err("uid 4242 has no entry in the account database".into()),
+        };
+        let e = enforce_with(&mut eff, &managed, &CliLayer::default(), &no_home).unwrap_err();
+        assert!(
+            e[0].starts_with("m.toml:2:9: managed policy m.toml: filesystem.deny '${HOME}/.ssh' cannot be resolved: uid 4242"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn grants_at_or_inside_a_managed_deny_are_refused_on_canonical_paths() {
+        let root = std::env::temp_dir().join(format!("airlock-managed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let home = root.join("home/u");
+        std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+        std::fs::create_dir_all(root.join("ws")).expect("mkdir");
+        symlink(home.join(".ssh"), root.join("sshlink")).expect("symlink");
+        symlink(&home, root.join("homelink")).expect("symlink");
+        let managed =
+            parse_layer("m.toml", None, "[filesystem]\ndeny = [\"${HOME}/.ssh\"]\n").expect("ok");
+        let h = home.display().to_string();
+        let r = root.display().to_string();
+        for (grant, home_env, refused) in [
+            (format!("read = [\"{h}/.ssh\"]"), None, true),
+            (format!("read = [\"{h}/.ssh/id_ed25519\"]"), None, true),
+            (format!("write = [\"{r}/sshlink\"]"), None, true),
+            (format!("read = [\"{r}/homelink/.ssh\"]"), None, true),
+            (format!("read = [\"{h}/.ssh/\"]"), None, true),
+            // The user's own ${HOME} is theirs; the managed one is not.
+            (
+                "read = [\"${HOME}/.ssh\"]".to_string(),
+                Some(home.clone()),
+                true,
+            ),
+            (
+                "read = [\"${HOME}\"]".to_string(),
+                Some(PathBuf::from("/tmp")),
+                false,
+            ),
+            // A parent is granted, the deny is masked inside it.
+            (format!("read = [\"{h}\"]"), None, false),
+            (format!("read = [\"{r}\"]"), None, false),
+        ] {
+            let profile =
+                parse_layer("p.toml", None, &format!("[filesystem]\n{grant}\n")).expect("ok");
+            let mut eff =
+                Effective::merge(&[embedded_default(), profile], &CliLayer::default()).expect("ok");
+            enforce_with(&mut eff, &managed, &CliLayer::default(), &trusted(&h)).expect("ok");
+            let vars = PathVars {
+                workspace: root.join("ws"),
+                home: home_env,
+                tmpdir: PathBuf::from("/tmp"),
+            };
+            let e = check_grants(&eff, &vars);
+            assert_eq!(!e.is_empty(), refused, "{grant}: {e:?}");
+            if refused {
+                assert!(
+                    e[0].starts_with("p.toml:2:")
+                        && e[0].contains("is denied by the managed policy (filesystem.deny '")
+                        && e[0].contains("at m.toml:2:9)"),
+                    "{grant}: {e:?}"
+                );
+            }
+        }
+        // The workspace is a grant too.
+        let mut eff = Effective::merge(&[embedded_default()], &CliLayer::default()).expect("ok");
+        enforce_with(&mut eff, &managed, &CliLayer::default(), &trusted(&h)).expect("ok");
+        for (ws, refused) in [(root.join("sshlink"), true), (home.clone(), false)] {
+            let vars = PathVars {
+                workspace: ws.clone(),
+                home: None,
+                tmpdir: PathBuf::from("/tmp"),
+            };
+            let e = check_grants(&eff, &vars);
+            assert_eq!(!e.is_empty(), refused, "{}: {e:?}", ws.display());
+        }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

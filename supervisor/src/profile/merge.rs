@@ -138,6 +138,10 @@ pub struct Effective {
     pub sources: Vec<Source>,
     /// The merged rules.
     pub rules: Rules,
+    /// The managed policy's denies, their variables already resolved from
+    /// trusted sources (also in `rules.deny`), for the canonical check of
+    /// every grant against them (`managed::check_grants`).
+    pub managed_deny: Vec<Entry<String>>,
 }
 
 fn push_unique<T: PartialEq + Clone>(into: &mut Vec<Entry<T>>, from: &[Entry<T>]) {
@@ -238,6 +242,20 @@ pub fn cli_rules(cli: &CliLayer, ports_so_far: Option<&[u16]>) -> Result<Rules, 
         rules.ports = Some(Entry::new(ports, "--allow-port"));
     }
     for arg in &cli.env {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+        // A name no shell could export (`BAD NAME`, `1X`, empty) is a typo
+        // or a trick; refused as `env(1)` would, never passed along.
+        if !egress_proxy::credentials::valid_env_name(name) {
+            errors.push(format!(
+                "--env {arg:?}: {name:?} is not a variable name (letters, digits and '_', not \
+                 starting with a digit); use --env NAME or --env NAME=VALUE"
+            ));
+            continue;
+        }
+        if arg.contains('\0') {
+            errors.push(format!("--env {name}: the value contains NUL"));
+            continue;
+        }
         if let Some((name, value)) = arg.split_once('=') {
             rules
                 .env_set
@@ -343,7 +361,11 @@ impl Effective {
         }
         errors.extend(lint(&rules));
         if errors.is_empty() {
-            Ok(Self { sources, rules })
+            Ok(Self {
+                sources,
+                rules,
+                managed_deny: Vec::new(),
+            })
         } else {
             Err(errors)
         }
@@ -706,6 +728,33 @@ mod tests {
             e[0].starts_with("r.toml:2:8: network.rules for 'api.example.com' have no effect"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn env_flags_with_invalid_names_are_refused() {
+        for (arg, ok) in [
+            ("FOO=bar", true),
+            ("_X", true),
+            ("FOO=a b=c", true),
+            ("BAD NAME=1", false),
+            ("1X=1", false),
+            ("=1", false),
+            ("", false),
+            ("A-B", false),
+            ("X=\0", false),
+        ] {
+            let cli = CliLayer {
+                env: vec![arg.to_string()],
+                ..CliLayer::default()
+            };
+            match cli_rules(&cli, None) {
+                Ok(_) => assert!(ok, "{arg:?} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{arg:?}: {e:?}");
+                    assert!(e[0].starts_with("--env "), "{e:?}");
+                }
+            }
+        }
     }
 
     #[test]

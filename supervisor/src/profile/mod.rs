@@ -5,9 +5,11 @@
 //! command-line flags, then bounded by the managed policy (`managed.rs`).
 //! One layer, one file: `format.rs` (the document), `load.rs` (lookup,
 //! validation, `extends`), `merge.rs`, `managed.rs`, `protect.rs` (the
-//! always-protected paths), and one file per `sandbox policy` command.
+//! always-protected paths), `deny.rs` (where denies are masked), and one
+//! file per `sandbox policy` command.
 
 pub mod check;
+pub mod deny;
 pub mod explain;
 pub mod format;
 pub mod load;
@@ -31,6 +33,9 @@ pub struct Selection {
     pub managed: Option<PathBuf>,
     /// The flags that change the policy.
     pub cli: CliLayer,
+    /// `--workspace` (else the current directory): a grant the managed
+    /// denies are checked against.
+    pub workspace: Option<PathBuf>,
 }
 
 /// Loads, merges and bounds the effective policy. Every error names its
@@ -64,6 +69,10 @@ pub fn effective_with(sel: &Selection, default_managed: &Path) -> Result<Effecti
     {
         let m = managed::load(&path)?;
         managed::enforce(&mut eff, &m, &sel.cli)?;
+        let errors = managed::check_grants(&eff, &path_vars(sel.workspace.as_deref()));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
     }
     Ok(eff)
 }
@@ -163,6 +172,7 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
                 timeout: select.timeout,
                 report: false,
             },
+            workspace: select.workspace.clone(),
         };
         effective(&sel).map_err(|errors| {
             for e in errors {
@@ -195,11 +205,11 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
         } => {
             let Ok(eff) = load(&select) else { return 2 };
             let answer = match (path, url) {
-                (Some(p), _) => Ok(explain::path(
-                    &eff,
-                    &path_vars(select.workspace.as_deref()),
-                    &p,
-                )),
+                (Some(p), _) => {
+                    let vars = path_vars(select.workspace.as_deref());
+                    run_plan(&eff, &select, &vars)
+                        .map(|mounts| explain::path(&eff, &vars, &mounts, &p))
+                }
                 (None, Some(u)) => explain::url(&eff, &u, &method.to_ascii_uppercase()),
                 (None, None) => Err("give --path or --url".to_string()),
             };
@@ -237,6 +247,34 @@ pub fn command(cmd: crate::cli::PolicyCommand) -> u8 {
             }
         },
     }
+}
+
+/// The mount plan `sandbox run` would build for `eff` and these flags
+/// (`plan::build`, the one function both use), or the error run would
+/// stop with.
+fn run_plan(
+    eff: &Effective,
+    select: &crate::cli::SelectArgs,
+    vars: &PathVars,
+) -> Result<Vec<crate::mounts::MountStep>, String> {
+    let request = crate::plan::RunRequest {
+        workspace: select.workspace.clone(),
+        env: select.env.clone(),
+        timeout: select.timeout,
+        argv: vec!["true".into()],
+        network: crate::egress::NetworkRequest {
+            allow: select.allow.clone(),
+            deny: select.deny.clone(),
+            allow_cidr: select.allow_cidr.clone(),
+            allow_port: select.allow_port.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    crate::plan::Host::current()
+        .and_then(|host| crate::plan::build(&to_policy(eff, vars), &request, &host))
+        .map(|plan| plan.mounts)
+        .map_err(|e| format!("`sandbox run` would stop here: {e}"))
 }
 
 #[cfg(test)]
