@@ -367,6 +367,9 @@ pub fn run_session(
     let sidecar = crate::sidecar::open(plan)?;
     let egress = crate::run::prepare_egress(plan, audit.log.clone(), interception)?;
     let cgroup = crate::cgroup::Session::create(&crate::run::cgroup_name(plan), &plan.limits)?;
+    for w in crate::cgroup::warnings(cgroup.skipped()) {
+        eprintln!("{w}");
+    }
     let (err_read, err_write) = crate::run::pipe()?;
     // The agent waits for "go" until it is in the session cgroup.
     let (go_read, go_write) = crate::run::pipe()?;

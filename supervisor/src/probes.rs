@@ -242,7 +242,18 @@ fn parse(arg: &str) -> Result<Probe, String> {
         }),
         "mount-cgroup" => simple(mount_cgroup),
         "fd-exhaust" => Box::new(fd_exhaust),
-        "fork-bomb" => Box::new(fork_bomb),
+        "fork-bomb" => {
+            // An optional bound: `fork-bomb=8192` (default 1024).
+            let bound = match &value {
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=65536).contains(n))
+                    .ok_or_else(|| format!("fork-bomb={v}: a bound from 1 to 65536"))?,
+                None => 1024,
+            };
+            Box::new(move || fork_bomb(bound))
+        }
         "tmp-fill" => simple(tmp_fill),
         "mem-hog" => simple(mem_hog),
         "core-limit" => Box::new(core_limit),
@@ -1216,12 +1227,12 @@ fn fd_exhaust() -> Outcome {
 }
 
 /// Forks children that sleep until a fork fails: `errno=E after=N`, or
-/// `no-limit-within=1024` (bounded so a missing limit cannot hurt the host).
-/// Every child is killed before returning.
-fn fork_bomb() -> Outcome {
+/// `no-limit-within=BOUND` (bounded so a missing limit cannot hurt the
+/// host). Every child is killed before returning.
+fn fork_bomb(bound: u32) -> Outcome {
     let mut children = Vec::new();
-    let mut result = "no-limit-within=1024".to_owned();
-    for n in 0..1024 {
+    let mut result = format!("no-limit-within={bound}");
+    for n in 0..bound {
         // SAFETY: the child only pauses until it is killed.
         let pid = unsafe { libc::fork() };
         if pid == 0 {

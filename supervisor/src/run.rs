@@ -115,11 +115,8 @@ fn run_session(
     let egress = prepare_egress(plan, audit.log.clone(), interception)?;
     // Before the clone: a limit that cannot be applied stops the run here.
     let cgroup = cgroup::Session::create(&cgroup_name(plan), &plan.limits)?;
-    for s in cgroup.skipped() {
-        eprintln!(
-            "sandbox: warning: cgroup: limits.{} is not enforced (best_effort): {}",
-            s.limit, s.reason
-        );
+    for w in cgroup::warnings(cgroup.skipped()) {
+        eprintln!("{w}");
     }
     let (go_read, go_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
@@ -136,7 +133,20 @@ fn run_session(
         None => (None, None),
     };
     let cgroup_fd = cgroup.v2_fd();
-    let (side, in_v2) = namespaces::clone_into_namespaces(cgroup_fd.as_ref())?;
+    // Init is born in the v1 groups too: we step into them for the clone.
+    let in_v1 = cgroup.enter_v1();
+    let cloned = namespaces::clone_into_namespaces(cgroup_fd.as_ref());
+    if in_v1 {
+        if let Ok((Side::Child, _)) = &cloned {
+            // Init: its groups are the session's, where it stays.
+        } else if let Err(e) = cgroup.leave_v1() {
+            if let Ok((Side::Parent(pid), _)) = &cloned {
+                let _ = KillOnDrop(*pid);
+            }
+            return Err(e);
+        }
+    }
+    let (side, in_v2) = cloned?;
     drop(cgroup_fd);
     let child = match side {
         Side::Child => {
@@ -175,7 +185,7 @@ fn run_session(
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
     // Recorded before the agent can start (init waits for "2").
     audit.start(plan);
-    cgroup.attach_except_v2(child, in_v2)?;
+    cgroup.attach_where_needed(child, in_v2, in_v1)?;
     nix::unistd::write(&go_write, b"2")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
     // The proxy ports arrive before init starts the agent (or the channel
