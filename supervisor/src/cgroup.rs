@@ -305,6 +305,89 @@ pub struct Skipped {
     pub default_ceiling: bool,
 }
 
+/// The v1 controllers a session group may be made in (limits and the
+/// helpers for accounting and the freezer).
+const SESSION_V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
+
+/// Our own groups in every hierarchy a session group may be made in.
+fn sweep_homes(h: &Hierarchies) -> Vec<PathBuf> {
+    let mut homes: Vec<PathBuf> = h.v2.iter().cloned().collect();
+    for c in SESSION_V1_CONTROLLERS {
+        if let Some(p) = h.v1(c) {
+            if !homes.iter().any(|x| x == p) {
+                homes.push(p.to_path_buf());
+            }
+        }
+    }
+    homes
+}
+
+/// The name of a session's group: `airlock-<tag>-<pid namespace>-<pid>`
+/// of its supervisor, so that a later run can tell a live session's group
+/// from one a killed supervisor left behind.
+pub fn group_name(tag: &str) -> String {
+    format!(
+        "airlock-{tag}-{}-{}",
+        own_pid_namespace(),
+        std::process::id()
+    )
+}
+
+/// The inode of our PID namespace (0 if unknown): a pid means something
+/// only in its own namespace.
+fn own_pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// A group whose supervisor cannot be checked (a name from before pids
+/// were recorded, or one made in another PID namespace) is taken for
+/// stale once it is this old: a live session's group is never empty for
+/// longer than its start-up, and removing a group that holds a process
+/// fails (EBUSY).
+const UNCHECKABLE_STALE_AGE: Duration = Duration::from_secs(600);
+
+/// Whether the group `name` (beside ours, `own`) belongs to a session
+/// whose supervisor is gone: its pid, in our PID namespace `ns`, names no
+/// live process; or it cannot be checked that way and `age()` is at least
+/// [`UNCHECKABLE_STALE_AGE`].
+pub fn is_stale(
+    name: &str,
+    own: &str,
+    ns: u64,
+    alive: impl Fn(i32) -> bool,
+    age: impl Fn() -> Option<Duration>,
+) -> bool {
+    let Some(rest) = name.strip_prefix("airlock-") else {
+        return false;
+    };
+    if name == own || rest.is_empty() {
+        return false;
+    }
+    let old = || age().is_some_and(|a| a >= UNCHECKABLE_STALE_AGE);
+    let legacy = rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit());
+    if legacy {
+        return old();
+    }
+    let mut parts = rest.rsplitn(3, '-');
+    let (Some(pid), Some(their_ns), Some(_tag)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    match (pid.parse::<i32>(), their_ns.parse::<u64>()) {
+        (Ok(pid), Ok(their_ns)) if pid > 0 && their_ns == ns && ns != 0 => !alive(pid),
+        (Ok(pid), Ok(_)) if pid > 0 => old(),
+        _ => false,
+    }
+}
+
+/// Does `pid` name a process (ours to signal or not)?
+fn pid_alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// The warnings for skipped limits, as printed on stderr: one line for
 /// all the default policy's ceilings together (a user without a delegated
 /// cgroup sees it on every run, so once is enough), one per limit a
@@ -345,6 +428,10 @@ pub struct Session {
     /// Our own v1 group for each entry of `v1`, in the same order (where
     /// [`Session::leave_v1`] returns to).
     v1_home: Vec<PathBuf>,
+    /// Where session groups are made (our own groups), for
+    /// [`Session::sweep_stale`], and this session's name.
+    homes: Vec<PathBuf>,
+    name: String,
     /// The controllers enabled for the v2 directory: a counter file of a
     /// controller that is not is simply absent, so it is not looked for.
     v2_controllers: Vec<String>,
@@ -374,6 +461,8 @@ impl Session {
             v2: None,
             v1: Vec::new(),
             v1_home: Vec::new(),
+            homes: sweep_homes(h),
+            name: name.to_string(),
             v2_controllers: Vec::new(),
             applied: Vec::new(),
             skipped: Vec::new(),
@@ -485,6 +574,41 @@ impl Session {
         self.v1.push((controller, dir.clone()));
         self.v1_home.push(parent.to_path_buf());
         Ok(dir)
+    }
+
+    /// Removes the session groups that supervisors killed before their
+    /// teardown left behind (a SIGKILL during start-up leaves an empty
+    /// group; the kernel never removes one). Called once the agent runs,
+    /// off the start's critical path; a group still holding a process
+    /// cannot be removed (EBUSY) and is left alone. Returns how many went.
+    pub fn sweep_stale(&self) -> usize {
+        let now = std::time::SystemTime::now();
+        let ns = own_pid_namespace();
+        let mut removed = 0;
+        for home in &self.homes {
+            let Ok(entries) = fs::read_dir(home) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !name.starts_with("airlock-") {
+                    continue;
+                }
+                let age = || {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| now.duration_since(t).ok())
+                };
+                if is_stale(name, &self.name, ns, pid_alive, age)
+                    && fs::remove_dir(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     /// Limits skipped because this host cannot enforce them (only with
@@ -749,7 +873,7 @@ pub fn host_support() -> Vec<Support> {
         best_effort: true,
         ..Limits::default()
     };
-    let name = format!("airlock-doctor-{}", std::process::id());
+    let name = group_name("doctor");
     // The host's answer, whatever a test switch does to sessions.
     let session = Session::create_in(&Hierarchies::current(), &name, &limits);
     ["memory", "pids", "cpu"]
@@ -912,6 +1036,42 @@ mod tests {
         assert_eq!(err.layer, "cgroup");
         assert!(err.message.contains("limits.memory"), "{err}");
         assert!(err.message.contains("best_effort"), "{err}");
+    }
+
+    #[test]
+    fn only_groups_of_gone_supervisors_are_stale() {
+        let alive = |pid: i32| pid == 100;
+        let old = Some(Duration::from_secs(3600));
+        let young = Some(Duration::from_secs(2));
+        let own = "airlock-ffffffffffffffff-7-200";
+        for (name, age, stale) in [
+            ("airlock-0123456789abcdef-7-200", None, true),
+            ("airlock-doctor-7-200", None, true),
+            ("airlock-0123456789abcdef-7-100", None, false),
+            ("airlock-0123456789abcdef-7-100", old, false),
+            // Our own group, whatever its pid says.
+            (own, None, false),
+            // Another PID namespace: its pids mean nothing here; by age.
+            ("airlock-0123456789abcdef-8-200", None, false),
+            ("airlock-0123456789abcdef-8-200", young, false),
+            ("airlock-0123456789abcdef-8-200", old, true),
+            // From before pids were recorded: by age.
+            ("airlock-0123456789abcdef", old, true),
+            ("airlock-0123456789abcdef", young, false),
+            ("airlock-0123456789abcdef", None, false),
+            // Not ours to judge.
+            ("user.slice", old, false),
+            ("airlock-x-7-0", None, false),
+            ("airlock-x-7-notapid", old, false),
+            ("airlock-7-200", old, false),
+            ("airlock-", old, false),
+        ] {
+            assert_eq!(
+                is_stale(name, own, 7, alive, || age),
+                stale,
+                "{name} {age:?}"
+            );
+        }
     }
 
     #[test]

@@ -402,6 +402,7 @@ pub fn run_session(
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start the agent", e))?;
     drop(go_write);
+    cgroup.sweep_stale();
     // Idle until the agent connects: the wait below starts it.
     let mut session_proxy = match egress {
         Some((listener, proxy)) => Some(

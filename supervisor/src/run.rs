@@ -243,6 +243,9 @@ fn run_session(
     // agent's exit to ours, and leaves nothing behind should the
     // supervisor be killed.
     drop(session);
+    // While the agent runs: groups of earlier sessions whose supervisor
+    // was killed before its teardown.
+    cgroup.sweep_stale();
     let (outcome, reaped) = wait(
         child,
         &sfd,
@@ -291,10 +294,10 @@ fn reap(child: Pid) {
     while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
 }
 
-/// `airlock-<first 16 hex digits of the session id>`.
+/// `airlock-<first 16 hex digits of the session id>-<our pid>`.
 pub(crate) fn cgroup_name(plan: &SandboxPlan) -> String {
     let short: String = plan.session_id.chars().take(16).collect();
-    format!("airlock-{short}")
+    cgroup::group_name(&short)
 }
 
 /// Binds the session proxy's socket (before the clone, so init can mount

@@ -440,3 +440,101 @@ fn memory_hog_under_the_default_policy_is_killed_at_half_the_ram() {
         .expect("the host can start a process");
     assert!(host.success());
 }
+
+/// The `airlock-*` groups beside the session groups in `dirs` (in the
+/// same parents).
+fn sibling_session_groups(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for parent in dirs.iter().filter_map(|d| d.parent()) {
+        for e in std::fs::read_dir(parent).expect("cgroup parent").flatten() {
+            if e.file_name().to_string_lossy().starts_with("airlock-") && !out.contains(&e.path()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A supervisor SIGKILLed during start-up or mid-session cannot tear
+/// down, and the kernel never removes an empty cgroup: its session group
+/// stays behind. The next run removes every group whose supervisor is
+/// gone, and leaves the group of a session that is still running alone.
+#[test]
+fn groups_left_by_a_killed_supervisor_are_removed_by_the_next_run() {
+    if skip_unless_root("groups_left_by_a_killed_supervisor_are_removed_by_the_next_run") {
+        return;
+    }
+    let sb = Sandbox::new();
+    // Kills during start-up, as in the report (2-40 ms in).
+    let mut killed_at_start = Vec::new();
+    for delay in [2u64, 5, 10, 20, 40] {
+        let mut child = sb
+            .command(&["/bin/sleep", "5"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sandbox");
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        killed_at_start.push(child.id());
+    }
+    // Two sessions running: one whose supervisor is then killed, one that
+    // goes on.
+    let start = |marker: &str| {
+        let mut s = Streaming::spawn(sb.command(&[
+            "/bin/sh",
+            "-c",
+            &format!("echo ready; exec sleep {marker}"),
+        ]));
+        s.wait_for_line("ready", RUN_DEADLINE);
+        let mut pids = Vec::new();
+        for _ in 0..100 {
+            pids = host_processes_with(marker);
+            pids.retain(|(_, cmd)| cmd.starts_with("sleep "));
+            if !pids.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(pids.len(), 1, "{pids:?}");
+        (s, session_cgroups(pids[0].0))
+    };
+    let (killed_marker, live_marker) = (sleep_marker(4253), sleep_marker(4254));
+    let _reapers = (
+        MarkerReaper(killed_marker.clone()),
+        MarkerReaper(live_marker.clone()),
+    );
+    let (mut killed, killed_dirs) = start(&killed_marker);
+    let (live, live_dirs) = start(&live_marker);
+    assert!(!killed_dirs.is_empty() && !live_dirs.is_empty());
+    killed.signal(libc::SIGKILL);
+    let _ = killed.child.wait();
+    let left = wait_until_gone(&killed_marker, Duration::from_secs(10));
+    assert!(left.is_empty(), "the sandbox died with its supervisor");
+    for d in &killed_dirs {
+        assert!(d.exists(), "{} is left behind", d.display());
+    }
+    // The groups of these killed supervisors (named after their pid; other
+    // sessions on this host are not this test's to judge).
+    let mut stale: Vec<PathBuf> = sibling_session_groups(&killed_dirs)
+        .into_iter()
+        .filter(|d| {
+            let name = d.to_string_lossy();
+            killed_at_start
+                .iter()
+                .any(|pid| name.ends_with(&format!("-{pid}")))
+        })
+        .collect();
+    stale.extend(killed_dirs.iter().cloned());
+    // The next run sweeps them.
+    sb.run(&["true"]).assert_code(0, "the next run");
+    for d in &stale {
+        assert!(!d.exists(), "{} survived the next run", d.display());
+    }
+    for d in &live_dirs {
+        assert!(d.exists(), "a live session's {} was removed", d.display());
+    }
+    drop(live);
+    let _ = wait_until_gone(&live_marker, Duration::from_secs(10));
+}
