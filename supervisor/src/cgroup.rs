@@ -617,11 +617,6 @@ impl Session {
         &self.skipped
     }
 
-    /// Moves `pid` (init, before it starts the agent) into every group.
-    pub fn attach(&self, pid: Pid) -> Result<(), SetupError> {
-        self.attach_except_v2(pid, false)
-    }
-
     /// Moves the calling thread into the session's v1 groups, so that a
     /// process it forks now is born in them; [`Session::leave_v1`] moves it
     /// back. Writing `0` to `tasks` moves only the caller, which the kernel
@@ -667,14 +662,8 @@ impl Session {
             .map(std::os::fd::OwnedFd::from)
     }
 
-    /// Like [`Session::attach`], skipping the v2 cgroup when the process
-    /// was born in it.
-    pub fn attach_except_v2(&self, pid: Pid, skip_v2: bool) -> Result<(), SetupError> {
-        self.attach_where_needed(pid, skip_v2, false)
-    }
-
-    /// Like [`Session::attach`], skipping the v2 cgroup and the v1 groups
-    /// when the process was born in them.
+    /// Moves `pid` (init, before it starts the agent) into every group,
+    /// skipping the v2 cgroup and the v1 groups when it was born in them.
     pub fn attach_where_needed(
         &self,
         pid: Pid,

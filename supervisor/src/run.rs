@@ -35,6 +35,10 @@ use crate::signals;
 /// Exit code when the timeout killed the sandbox (as `timeout(1)`).
 pub const TIMED_OUT: i32 = 124;
 
+/// Exit code when an escalated SIGINT/SIGTERM killed the sandbox (128 +
+/// SIGKILL, as `timeout -k`).
+pub const KILLED: i32 = 137;
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -42,6 +46,9 @@ pub enum Outcome {
     Exited(i32),
     /// `--timeout` expired and the sandbox was killed.
     TimedOut,
+    /// A second SIGINT/SIGTERM, or `--kill-after` past the first, killed
+    /// the whole sandbox (exit 137, as `timeout -k`).
+    Killed,
 }
 
 impl Outcome {
@@ -50,6 +57,7 @@ impl Outcome {
         match self {
             Outcome::Exited(c) => c,
             Outcome::TimedOut => TIMED_OUT,
+            Outcome::Killed => KILLED,
         }
     }
 }
@@ -250,6 +258,7 @@ fn run_session(
         child,
         &sfd,
         plan.timeout.map(|t| started + t),
+        plan.kill_after,
         &cgroup,
         session_proxy.as_mut(),
         Some(&status_read),
@@ -459,23 +468,41 @@ pub(crate) fn wait(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<Instant>,
+    kill_after: Option<std::time::Duration>,
     cgroup: &cgroup::Session,
     mut proxy: Option<&mut SessionProxy>,
     mut status: Option<&OwnedFd>,
 ) -> (Outcome, bool) {
+    let mut escalation = signals::Escalation::new(kill_after);
+    let kill_everything = || {
+        cgroup.kill_all();
+        let _ = kill(child, Signal::SIGKILL);
+        reap(child);
+    };
     loop {
         if let Some(code) = exited(child) {
             return (Outcome::Exited(code), true);
         }
-        let timeout = match deadline {
+        let escalated = escalation.deadline();
+        let next = match (deadline, escalated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next {
             None => PollTimeout::NONE,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    cgroup.kill_all();
-                    let _ = kill(child, Signal::SIGKILL);
-                    reap(child);
-                    return (Outcome::TimedOut, true);
+                    kill_everything();
+                    if deadline.is_some_and(|t| t <= d) {
+                        return (Outcome::TimedOut, true);
+                    }
+                    eprintln!(
+                        "sandbox: still running {:?} after SIGINT/SIGTERM (--kill-after): \
+                         killed the whole sandbox",
+                        kill_after.unwrap_or_default()
+                    );
+                    return (Outcome::Killed, true);
                 }
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
                     .unwrap_or(PollTimeout::MAX)
@@ -525,7 +552,19 @@ pub(crate) fn wait(
             let signo = info.ssi_signo as i32;
             if signo != libc::SIGCHLD {
                 if let Ok(sig) = Signal::try_from(signo) {
-                    let _ = kill(child, sig);
+                    match escalation.on_signal(sig, Instant::now()) {
+                        signals::Action::Forward => {
+                            let _ = kill(child, sig);
+                        }
+                        signals::Action::KillSandbox => {
+                            kill_everything();
+                            eprintln!(
+                                "sandbox: {sig} again within {:?}: killed the whole sandbox",
+                                signals::SECOND_SIGNAL_GRACE
+                            );
+                            return (Outcome::Killed, true);
+                        }
+                    }
                 }
             }
         }
