@@ -512,9 +512,8 @@ fn groups_left_by_a_killed_supervisor_are_removed_by_the_next_run() {
     let _ = killed.child.wait();
     let left = wait_until_gone(&killed_marker, Duration::from_secs(10));
     assert!(left.is_empty(), "the sandbox died with its supervisor");
-    for d in &killed_dirs {
-        assert!(d.exists(), "{} is left behind", d.display());
-    }
+    // Its groups are left behind now, empty: the kernel never removes
+    // them. (A run of a test beside this one may sweep them first.)
     // The groups of these killed supervisors (named after their pid; other
     // sessions on this host are not this test's to judge).
     let mut stale: Vec<PathBuf> = sibling_session_groups(&killed_dirs)
