@@ -402,7 +402,7 @@ pub fn warnings(skipped: &[Skipped]) -> Vec<String> {
             .collect();
         out.push(format!(
             "sandbox: warning: cgroup: the default ceilings ({}) are not enforced: this user \
-             has no cgroup to enforce them in ({}); delegate one (e.g. systemd-run --user -p \
+             has no cgroup to enforce them in here ({}); delegate one (e.g. systemd-run --user -p \
              Delegate=yes) or run as root; see 'sandbox doctor'",
             names.join(", "),
             first.reason
@@ -1061,6 +1061,45 @@ mod tests {
                 "{name} {age:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_defaults_ceilings_warn_in_one_line_and_best_effort_per_limit() {
+        let skip = |limit, default_ceiling| Skipped {
+            limit,
+            reason: "v2: no".into(),
+            default_ceiling,
+        };
+        let w = warnings(&[skip("memory", true), skip("pids", true)]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("default ceilings (limits.memory, limits.pids)"));
+        assert!(w[0].contains("v2: no"));
+        let w = warnings(&[skip("memory", true), skip("cpu", false)]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].contains("limits.cpu is not enforced (best_effort)"));
+        assert!(warnings(&[]).is_empty());
+    }
+
+    /// A default ceiling the host cannot enforce is skipped even without
+    /// best_effort; a profile's limit beside it still fails closed.
+    #[test]
+    fn only_the_defaults_own_ceilings_are_skipped_without_best_effort() {
+        let h = Hierarchies::default();
+        let defaults = Limits {
+            memory: Some(1 << 30),
+            pids: Some(4096),
+            default_ceilings: vec!["memory", "pids"],
+            ..Limits::default()
+        };
+        let s = Session::create_in(&h, "airlock-test", &defaults).expect("runs");
+        assert!(s.skipped().iter().all(|x| x.default_ceiling));
+        assert_eq!(s.skipped().len(), 2);
+        let mixed = Limits {
+            default_ceilings: vec!["memory"],
+            ..defaults
+        };
+        let err = Session::create_in(&h, "airlock-test", &mixed).unwrap_err();
+        assert!(err.message.contains("limits.pids"), "{err}");
     }
 
     #[test]

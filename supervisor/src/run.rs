@@ -303,7 +303,8 @@ fn reap(child: Pid) {
     while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
 }
 
-/// `airlock-<first 16 hex digits of the session id>-<our pid>`.
+/// `airlock-<first 16 hex digits of the session id>-<our PID namespace>-<our
+/// pid>` ([`cgroup::group_name`]).
 pub(crate) fn cgroup_name(plan: &SandboxPlan) -> String {
     let short: String = plan.session_id.chars().take(16).collect();
     cgroup::group_name(&short)
