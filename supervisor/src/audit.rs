@@ -277,6 +277,7 @@ impl SessionAudit {
         let (code, outcome_text, timed_out) = match outcome {
             Ok(Outcome::Exited(c)) => (c, if c == 0 { "success" } else { "failure" }, false),
             Ok(Outcome::TimedOut) => (crate::run::TIMED_OUT, "failure", true),
+            Ok(Outcome::Killed) => (crate::run::KILLED, "failure", false),
             Err(_) => (crate::init::SETUP_FAILED, "failure", false),
         };
         let signal = (code > 128 && code < 128 + 65).then(|| code - 128);

@@ -293,13 +293,128 @@ pub struct Usage {
     pub limit_hit: Option<&'static str>,
 }
 
-/// A limit that could not be applied and was skipped (`best_effort`).
+/// A limit that could not be applied and was skipped (`best_effort`, or
+/// a ceiling of the default policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     /// `memory`, `pids` or `cpu`.
     pub limit: &'static str,
     /// Why.
     pub reason: String,
+    /// One of the default policy's own ceilings (not a profile's limit).
+    pub default_ceiling: bool,
+}
+
+/// The v1 controllers a session group may be made in (limits and the
+/// helpers for accounting and the freezer).
+const SESSION_V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
+
+/// Our own groups in every hierarchy a session group may be made in.
+fn sweep_homes(h: &Hierarchies) -> Vec<PathBuf> {
+    let mut homes: Vec<PathBuf> = h.v2.iter().cloned().collect();
+    for c in SESSION_V1_CONTROLLERS {
+        if let Some(p) = h.v1(c) {
+            if !homes.iter().any(|x| x == p) {
+                homes.push(p.to_path_buf());
+            }
+        }
+    }
+    homes
+}
+
+/// The name of a session's group: `airlock-<tag>-<pid namespace>-<pid>`
+/// of its supervisor, so that a later run can tell a live session's group
+/// from one a killed supervisor left behind.
+pub fn group_name(tag: &str) -> String {
+    format!(
+        "airlock-{tag}-{}-{}",
+        own_pid_namespace(),
+        std::process::id()
+    )
+}
+
+/// The inode of our PID namespace (0 if unknown): a pid means something
+/// only in its own namespace.
+fn own_pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// A group whose supervisor cannot be checked (a name from before pids
+/// were recorded, or one made in another PID namespace) is taken for
+/// stale once it is this old: a live session's group is never empty for
+/// longer than its start-up, and removing a group that holds a process
+/// fails (EBUSY).
+const UNCHECKABLE_STALE_AGE: Duration = Duration::from_secs(600);
+
+/// Whether the group `name` (beside ours, `own`) belongs to a session
+/// whose supervisor is gone: its pid, in our PID namespace `ns`, names no
+/// live process; or it cannot be checked that way and `age()` is at least
+/// [`UNCHECKABLE_STALE_AGE`].
+pub fn is_stale(
+    name: &str,
+    own: &str,
+    ns: u64,
+    alive: impl Fn(i32) -> bool,
+    age: impl Fn() -> Option<Duration>,
+) -> bool {
+    let Some(rest) = name.strip_prefix("airlock-") else {
+        return false;
+    };
+    if name == own || rest.is_empty() {
+        return false;
+    }
+    let old = || age().is_some_and(|a| a >= UNCHECKABLE_STALE_AGE);
+    let legacy = rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit());
+    if legacy {
+        return old();
+    }
+    let mut parts = rest.rsplitn(3, '-');
+    let (Some(pid), Some(their_ns), Some(_tag)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    match (pid.parse::<i32>(), their_ns.parse::<u64>()) {
+        (Ok(pid), Ok(their_ns)) if pid > 0 && their_ns == ns && ns != 0 => !alive(pid),
+        (Ok(pid), Ok(_)) if pid > 0 => old(),
+        _ => false,
+    }
+}
+
+/// Does `pid` name a process (ours to signal or not)?
+fn pid_alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// The warnings for skipped limits, as printed on stderr: one line for
+/// all the default policy's ceilings together (a user without a delegated
+/// cgroup sees it on every run, so once is enough), one per limit a
+/// profile made best-effort.
+pub fn warnings(skipped: &[Skipped]) -> Vec<String> {
+    let mut out = Vec::new();
+    let defaults: Vec<&Skipped> = skipped.iter().filter(|s| s.default_ceiling).collect();
+    if let Some(first) = defaults.first() {
+        let names: Vec<String> = defaults
+            .iter()
+            .map(|s| format!("limits.{}", s.limit))
+            .collect();
+        out.push(format!(
+            "sandbox: warning: cgroup: the default ceilings ({}) are not enforced: this user \
+             has no cgroup to enforce them in here ({}); delegate one (e.g. systemd-run --user -p \
+             Delegate=yes) or run as root; see 'sandbox doctor'",
+            names.join(", "),
+            first.reason
+        ));
+    }
+    for s in skipped.iter().filter(|s| !s.default_ceiling) {
+        out.push(format!(
+            "sandbox: warning: cgroup: limits.{} is not enforced (best_effort): {}",
+            s.limit, s.reason
+        ));
+    }
+    out
 }
 
 /// The session's cgroup (one directory per hierarchy used). Dropping it
@@ -310,6 +425,13 @@ pub struct Session {
     v2: Option<PathBuf>,
     /// v1 directories by controller.
     v1: Vec<(&'static str, PathBuf)>,
+    /// Our own v1 group for each entry of `v1`, in the same order (where
+    /// [`Session::leave_v1`] returns to).
+    v1_home: Vec<PathBuf>,
+    /// Where session groups are made (our own groups), for
+    /// [`Session::sweep_stale`], and this session's name.
+    homes: Vec<PathBuf>,
+    name: String,
     /// The controllers enabled for the v2 directory: a counter file of a
     /// controller that is not is simply absent, so it is not looked for.
     v2_controllers: Vec<String>,
@@ -338,6 +460,9 @@ impl Session {
         let mut s = Session {
             v2: None,
             v1: Vec::new(),
+            v1_home: Vec::new(),
+            homes: sweep_homes(h),
+            name: name.to_string(),
             v2_controllers: Vec::new(),
             applied: Vec::new(),
             skipped: Vec::new(),
@@ -394,7 +519,8 @@ impl Session {
                 Err(e) => reasons.push(format!("v1: {e}")),
             }
             let reason = reasons.join("; ");
-            if !limits.best_effort {
+            let default_ceiling = limits.default_ceilings.contains(&limit);
+            if !limits.best_effort && !default_ceiling {
                 // Dropping `s` removes what was created so far.
                 return Err(SetupError::new(
                     LAYER,
@@ -406,7 +532,11 @@ impl Session {
                     ),
                 ));
             }
-            s.skipped.push(Skipped { limit, reason });
+            s.skipped.push(Skipped {
+                limit,
+                reason,
+                default_ceiling,
+            });
         }
         // Accounting (and, without v2, the freezer) from v1 where v2 lacks
         // it. A v1 group costs a migration (~8 ms of kernel locking on this
@@ -442,7 +572,43 @@ impl Session {
         let dir = parent.join(name);
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         self.v1.push((controller, dir.clone()));
+        self.v1_home.push(parent.to_path_buf());
         Ok(dir)
+    }
+
+    /// Removes the session groups that supervisors killed before their
+    /// teardown left behind (a SIGKILL during start-up leaves an empty
+    /// group; the kernel never removes one). Called once the agent runs,
+    /// off the start's critical path; a group still holding a process
+    /// cannot be removed (EBUSY) and is left alone. Returns how many went.
+    pub fn sweep_stale(&self) -> usize {
+        let now = std::time::SystemTime::now();
+        let ns = own_pid_namespace();
+        let mut removed = 0;
+        for home in &self.homes {
+            let Ok(entries) = fs::read_dir(home) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !name.starts_with("airlock-") {
+                    continue;
+                }
+                let age = || {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| now.duration_since(t).ok())
+                };
+                if is_stale(name, &self.name, ns, pid_alive, age)
+                    && fs::remove_dir(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     /// Limits skipped because this host cannot enforce them (only with
@@ -451,9 +617,41 @@ impl Session {
         &self.skipped
     }
 
-    /// Moves `pid` (init, before it starts the agent) into every group.
-    pub fn attach(&self, pid: Pid) -> Result<(), SetupError> {
-        self.attach_except_v2(pid, false)
+    /// Moves the calling thread into the session's v1 groups, so that a
+    /// process it forks now is born in them; [`Session::leave_v1`] moves it
+    /// back. Writing `0` to `tasks` moves only the caller, which the kernel
+    /// does without the global threadgroup lock that moving another
+    /// process takes (its RCU sync cost ~16 ms per start on a hybrid host,
+    /// against ~0.1 ms this way). Returns whether the thread moved: where
+    /// it cannot (no v1 group, no way back), the caller attaches the child
+    /// afterwards instead.
+    pub fn enter_v1(&self) -> bool {
+        if self.v1.is_empty() || self.v1_home.len() != self.v1.len() {
+            return false;
+        }
+        for (n, (_, dir)) in self.v1.iter().enumerate() {
+            if fs::write(dir.join("tasks"), "0").is_err() {
+                // Back out of the groups entered so far.
+                for home in &self.v1_home[..n] {
+                    let _ = fs::write(home.join("tasks"), "0");
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Moves the calling thread back to its own v1 groups, after
+    /// [`Session::enter_v1`]. A failure is an error: the supervisor must not
+    /// stay in the group it kills at the end.
+    pub fn leave_v1(&self) -> Result<(), SetupError> {
+        for home in &self.v1_home {
+            let file = home.join("tasks");
+            fs::write(&file, "0").map_err(|e| {
+                SetupError::io(LAYER, format!("move back to {}", file.display()), e)
+            })?;
+        }
+        Ok(())
     }
 
     /// A directory fd of the v2 cgroup, for `clone3(CLONE_INTO_CGROUP)`.
@@ -464,11 +662,17 @@ impl Session {
             .map(std::os::fd::OwnedFd::from)
     }
 
-    /// Like [`Session::attach`], skipping the v2 cgroup when the process
-    /// was born in it.
-    pub fn attach_except_v2(&self, pid: Pid, skip_v2: bool) -> Result<(), SetupError> {
+    /// Moves `pid` (init, before it starts the agent) into every group,
+    /// skipping the v2 cgroup and the v1 groups when it was born in them.
+    pub fn attach_where_needed(
+        &self,
+        pid: Pid,
+        skip_v2: bool,
+        skip_v1: bool,
+    ) -> Result<(), SetupError> {
         let v2 = if skip_v2 { None } else { self.v2.as_ref() };
-        let dirs = v2.into_iter().chain(self.v1.iter().map(|(_, d)| d));
+        let v1 = if skip_v1 { &[][..] } else { &self.v1[..] };
+        let dirs = v2.into_iter().chain(v1.iter().map(|(_, d)| d));
         for dir in dirs {
             let file = dir.join("cgroup.procs");
             fs::write(&file, pid.as_raw().to_string()).map_err(|e| {
@@ -497,8 +701,13 @@ impl Session {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        let me = std::process::id().to_string();
         for dir in self.v2.iter().chain(self.v1.iter().map(|(_, d)| d)) {
             for pid in read_words(&dir.join("cgroup.procs")) {
+                // Never ourselves (had a move back after enter_v1 failed).
+                if pid == me {
+                    continue;
+                }
                 if let Ok(pid) = pid.parse::<i32>() {
                     let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
                 }
@@ -653,8 +862,9 @@ pub fn host_support() -> Vec<Support> {
         best_effort: true,
         ..Limits::default()
     };
-    let name = format!("airlock-doctor-{}", std::process::id());
-    let session = Session::create(&name, &limits);
+    let name = group_name("doctor");
+    // The host's answer, whatever a test switch does to sessions.
+    let session = Session::create_in(&Hierarchies::current(), &name, &limits);
     ["memory", "pids", "cpu"]
         .into_iter()
         .map(|limit| {
@@ -815,6 +1025,81 @@ mod tests {
         assert_eq!(err.layer, "cgroup");
         assert!(err.message.contains("limits.memory"), "{err}");
         assert!(err.message.contains("best_effort"), "{err}");
+    }
+
+    #[test]
+    fn only_groups_of_gone_supervisors_are_stale() {
+        let alive = |pid: i32| pid == 100;
+        let old = Some(Duration::from_secs(3600));
+        let young = Some(Duration::from_secs(2));
+        let own = "airlock-ffffffffffffffff-7-200";
+        for (name, age, stale) in [
+            ("airlock-0123456789abcdef-7-200", None, true),
+            ("airlock-doctor-7-200", None, true),
+            ("airlock-0123456789abcdef-7-100", None, false),
+            ("airlock-0123456789abcdef-7-100", old, false),
+            // Our own group, whatever its pid says.
+            (own, None, false),
+            // Another PID namespace: its pids mean nothing here; by age.
+            ("airlock-0123456789abcdef-8-200", None, false),
+            ("airlock-0123456789abcdef-8-200", young, false),
+            ("airlock-0123456789abcdef-8-200", old, true),
+            // From before pids were recorded: by age.
+            ("airlock-0123456789abcdef", old, true),
+            ("airlock-0123456789abcdef", young, false),
+            ("airlock-0123456789abcdef", None, false),
+            // Not ours to judge.
+            ("user.slice", old, false),
+            ("airlock-x-7-0", None, false),
+            ("airlock-x-7-notapid", old, false),
+            ("airlock-7-200", old, false),
+            ("airlock-", old, false),
+        ] {
+            assert_eq!(
+                is_stale(name, own, 7, alive, || age),
+                stale,
+                "{name} {age:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_defaults_ceilings_warn_in_one_line_and_best_effort_per_limit() {
+        let skip = |limit, default_ceiling| Skipped {
+            limit,
+            reason: "v2: no".into(),
+            default_ceiling,
+        };
+        let w = warnings(&[skip("memory", true), skip("pids", true)]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("default ceilings (limits.memory, limits.pids)"));
+        assert!(w[0].contains("v2: no"));
+        let w = warnings(&[skip("memory", true), skip("cpu", false)]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].contains("limits.cpu is not enforced (best_effort)"));
+        assert!(warnings(&[]).is_empty());
+    }
+
+    /// A default ceiling the host cannot enforce is skipped even without
+    /// best_effort; a profile's limit beside it still fails closed.
+    #[test]
+    fn only_the_defaults_own_ceilings_are_skipped_without_best_effort() {
+        let h = Hierarchies::default();
+        let defaults = Limits {
+            memory: Some(1 << 30),
+            pids: Some(4096),
+            default_ceilings: vec!["memory", "pids"],
+            ..Limits::default()
+        };
+        let s = Session::create_in(&h, "airlock-test", &defaults).expect("runs");
+        assert!(s.skipped().iter().all(|x| x.default_ceiling));
+        assert_eq!(s.skipped().len(), 2);
+        let mixed = Limits {
+            default_ceilings: vec!["memory"],
+            ..defaults
+        };
+        let err = Session::create_in(&h, "airlock-test", &mixed).unwrap_err();
+        assert!(err.message.contains("limits.pids"), "{err}");
     }
 
     #[test]

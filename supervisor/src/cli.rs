@@ -218,6 +218,11 @@ pub struct RunArgs {
     /// Kill the whole sandbox after this long (e.g. 30, 30s, 5m, 1h); exit 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// After a SIGINT/SIGTERM is forwarded, kill the whole sandbox if it is
+    /// still running this long later (as `timeout -k`); exit 137. A second
+    /// SIGINT/SIGTERM within 5s kills it at once either way.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub kill_after: Option<Duration>,
     /// Host uid the agent runs as (root only; default 65534).
     #[arg(long, value_name = "UID")]
     pub uid: Option<u32>,

@@ -39,6 +39,14 @@ use crate::plan::SandboxPlan;
 /// network or PID namespace behind them.
 pub const MIN_ABI: i32 = 6;
 
+/// The line `sandbox run --isolation=landlock-only` prints on stderr at
+/// every start: what this mode does not isolate (the module comment says
+/// why), so nobody mistakes it for the full sandbox.
+pub const NOT_ISOLATED: &str = "sandbox: warning: --isolation=landlock-only has no namespaces: \
+     the agent sees the host's processes (/proc), mount table, hostname and System V IPC, and \
+     can connect to pathname Unix sockets its uid may open; only Landlock, seccomp and dropped \
+     capabilities confine it";
+
 /// Which isolation `sandbox run` applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
@@ -386,6 +394,7 @@ pub fn run_session(
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use nix::unistd::{ForkResult, Pid};
 
+    eprintln!("{NOT_ISOLATED}");
     let started = std::time::Instant::now();
     let id = &plan.identity;
     let session = crate::session::SessionDir::create(
@@ -396,6 +405,9 @@ pub fn run_session(
     let sidecar = crate::sidecar::open(plan)?;
     let egress = crate::run::prepare_egress(plan, audit.log.clone(), interception)?;
     let cgroup = crate::cgroup::Session::create(&crate::run::cgroup_name(plan), &plan.limits)?;
+    for w in crate::cgroup::warnings(cgroup.skipped()) {
+        eprintln!("{w}");
+    }
     let since = crate::surface::Since::now();
     let (err_read, err_write) = crate::run::pipe()?;
     // The agent waits for "go" until it is in the session cgroup.
@@ -403,9 +415,20 @@ pub fn run_session(
     let mask = crate::signals::supervised();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| SetupError::io("supervisor", "block signals", e))?;
+    // The agent is born in the v1 groups: we step into them for the fork.
+    let in_v1 = cgroup.enter_v1();
     // SAFETY: the supervisor is single-threaded here (the session proxy's
     // thread starts after the fork), so the child may allocate.
-    let child = match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    if in_v1 && !matches!(forked, Ok(ForkResult::Child)) {
+        if let Err(e) = cgroup.leave_v1() {
+            if let Ok(ForkResult::Parent { child }) = forked {
+                drop(crate::run::KillOnDrop(child));
+            }
+            return Err(e);
+        }
+    }
+    let child = match forked {
         Ok(ForkResult::Child) => {
             drop(egress);
             drop(sidecar);
@@ -425,10 +448,11 @@ pub fn run_session(
     drop(err_write);
     drop(go_read);
     let guard = crate::run::KillOnDrop(child);
-    cgroup.attach(child)?;
+    cgroup.attach_where_needed(child, false, in_v1)?;
     nix::unistd::write(&go_write, b"1")
         .map_err(|e| SetupError::io("supervisor", "start the agent", e))?;
     drop(go_write);
+    cgroup.sweep_stale();
     // Idle until the agent connects: the wait below starts it.
     let mut session_proxy = match egress {
         Some((listener, proxy)) => Some(
@@ -449,6 +473,7 @@ pub fn run_session(
         child,
         &sfd,
         plan.timeout.map(|t| started + t),
+        plan.kill_after,
         &cgroup,
         session_proxy.as_mut(),
         None,

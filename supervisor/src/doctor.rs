@@ -10,6 +10,18 @@ struct Check {
     name: &'static str,
     ok: bool,
     detail: String,
+    /// A negative answer that does not stop `sandbox run` (a limit this
+    /// host cannot enforce): marked `no`, never `ok`.
+    limited: bool,
+}
+
+/// The mark a line starts with: a negative result never reads `ok`.
+fn mark(c: &Check) -> &'static str {
+    match (c.ok, c.limited) {
+        (true, false) => "ok  ",
+        (true, true) => "no  ",
+        (false, _) => "FAIL",
+    }
 }
 
 /// Prints the report; exits 0 when `sandbox run` works on this host.
@@ -21,8 +33,7 @@ pub fn main() -> ExitCode {
     let works = trial.ok;
     checks.push(trial);
     for c in &checks {
-        let mark = if c.ok { "ok  " } else { "FAIL" };
-        println!("{mark} {:<18} {}", c.name, c.detail);
+        println!("{} {:<18} {}", mark(c), c.name, c.detail);
     }
     crate::container::print_report();
     if works {
@@ -45,6 +56,7 @@ fn kernel() -> Check {
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
     Check {
+        limited: false,
         name: "kernel",
         ok: true,
         detail: format!("Linux {release}"),
@@ -70,6 +82,7 @@ fn user_namespaces() -> Check {
         );
     }
     Check {
+        limited: false,
         name: "user namespaces",
         ok,
         detail,
@@ -85,6 +98,7 @@ fn landlock_abi() -> Check {
         _ => "filesystem, TCP, abstract-socket and signal scoping",
     };
     Check {
+        limited: false,
         name: "landlock",
         ok: abi >= 1,
         detail: format!("ABI {abi}: {features}"),
@@ -97,6 +111,7 @@ fn seccomp() -> Check {
         .as_deref()
         .is_some_and(|a| a.contains("errno") && a.contains("kill_process"));
     Check {
+        limited: false,
         name: "seccomp",
         ok,
         detail: match actions {
@@ -124,6 +139,7 @@ fn cgroups() -> Vec<Check> {
         _ => "no cgroup filesystem mounted",
     };
     let mut checks = vec![Check {
+        limited: false,
         name: "cgroups",
         ok: true,
         detail: detail.to_string(),
@@ -145,12 +161,14 @@ fn limit_support() -> Vec<Check> {
                 _ => "limits.cpu",
             },
             ok: true,
+            limited: s.result.is_err(),
             detail: match s.result {
                 Ok(crate::cgroup::Version::V2) => "enforced (cgroup v2)".to_string(),
                 Ok(crate::cgroup::Version::V1) => "enforced (cgroup v1)".to_string(),
                 Err(why) => format!(
-                    "cannot be enforced here: {why} (profiles asking for it fail unless \
-                     [limits] best_effort = true)"
+                    "cannot be enforced here: {why} (a ceiling of the default policy is \
+                     skipped with a warning; a profile asking for it fails unless [limits] \
+                     best_effort = true)"
                 ),
             },
         })
@@ -165,6 +183,7 @@ fn idmapped_mounts() -> Check {
         return Check {
             name: "idmapped mounts",
             ok: true,
+            limited: false,
             detail: "not needed: as an ordinary user the agent runs as you".into(),
         };
     }
@@ -201,9 +220,12 @@ fn idmapped_mounts() -> Check {
             }
         }
     }
+    // A filesystem that cannot be idmapped limits where a root-owned
+    // workspace can be, but `sandbox run` still works elsewhere.
     Check {
         name: "idmapped mounts",
-        ok,
+        ok: true,
+        limited: !ok,
         detail: parts.join("; "),
     }
 }
@@ -228,16 +250,19 @@ fn trial_run() -> Check {
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(out) if out.status.success() => Check {
+            limited: false,
             name: "sandbox run",
             ok: true,
             detail: "a trial sandbox ran `true` with every layer applied".into(),
         },
         Ok(out) => Check {
+            limited: false,
             name: "sandbox run",
             ok: false,
             detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         },
         Err(e) => Check {
+            limited: false,
             name: "sandbox run",
             ok: false,
             detail: format!("could not start a trial: {e}"),

@@ -105,6 +105,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         policy.hash = egress_proxy::audit::sha256_hex(format!("{}+report", policy.hash).as_bytes());
     }
     let isolation = args.isolation.clone();
+    let kill_after = args.kill_after;
     let request = plan::RunRequest {
         workspace: args.workspace,
         env: args.env,
@@ -133,6 +134,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         .and_then(|host| plan::build(&policy, &request, &host))
         .and_then(|mut plan| {
             plan.isolation = degraded::Isolation::parse(&isolation)?;
+            plan.kill_after = kill_after;
             Ok(plan)
         })
         .and_then(|plan| run::run(&plan).map(|outcome| (plan, outcome)));

@@ -127,6 +127,9 @@ pub struct SandboxPlan {
     pub hostname: String,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
+    /// `--kill-after`: how long the sandbox may run on after a SIGINT or
+    /// SIGTERM before it is killed (set after [`build`]).
+    pub kill_after: Option<Duration>,
     /// This session's id (in the audit log and `AIRLOCK_SESSION_ID`).
     pub session_id: String,
     /// The session's private directory on the host.
@@ -413,6 +416,7 @@ pub fn build(policy: &Policy, req: &RunRequest, host: &Host) -> Result<SandboxPl
         protect: policy.filesystem.protect.clone(),
         hostname: "airlock".to_string(),
         timeout: policy.limits.timeout.or(req.timeout),
+        kill_after: None,
         limits: policy.limits.clone(),
         policy_hash: policy.hash.clone(),
         policy_sources: policy.sources.clone(),

@@ -97,6 +97,11 @@ pub struct Limits {
     /// `memory`, `pids` and `cpu` that this host cannot enforce are skipped
     /// with a warning instead of stopping the run.
     pub best_effort: bool,
+    /// Which of `memory`, `pids` and `cpu` are the embedded default's own
+    /// ceilings (no profile or managed policy set them): where this host
+    /// cannot enforce them the run warns once and goes on, while limits a
+    /// profile or the managed policy set fail closed (unless `best_effort`).
+    pub default_ceilings: Vec<&'static str>,
 }
 
 /// A file the policy was built from.

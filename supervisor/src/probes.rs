@@ -82,6 +82,20 @@ const TIOCLINUX: u64 = 0x541C;
 const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
 /// Inode number of the initial user namespace (`PROC_USER_INIT_INO`).
 const INITIAL_USER_NS: &str = "user:[4026531837]";
+/// statmount(2) (Linux 6.8; the libc crate lacks it).
+const SYS_STATMOUNT: libc::c_long = 457;
+/// listmount(2) (Linux 6.8).
+const SYS_LISTMOUNT: libc::c_long = 458;
+/// open_tree_attr(2) (Linux 6.15).
+const SYS_OPEN_TREE_ATTR: libc::c_long = 467;
+/// One above the highest syscall number the sandbox's filter knows
+/// (`seccomp::HIGHEST_KNOWN`, a unit test keeps them in step): a call a
+/// newer kernel may add (Linux 6.19's `listns`).
+pub const SYSCALL_BEYOND_KNOWN: libc::c_long = 470;
+/// `struct mnt_id_req` size (MNT_ID_REQ_SIZE_VER0).
+const MNT_ID_REQ_SIZE: usize = 24;
+/// `LSMT_ROOT`: the root of the caller's mount namespace, for listmount.
+const LSMT_ROOT: u64 = 0xffff_ffff_ffff_ffff;
 /// Size of `struct clone_args` (CLONE_ARGS_SIZE_VER2).
 const CLONE_ARGS_SIZE: usize = 88;
 /// Size of `struct io_uring_params`.
@@ -145,6 +159,17 @@ fn parse(arg: &str) -> Result<Probe, String> {
         "chroot" => simple(chroot),
         "fsopen" => simple(fsopen),
         "open-tree" => simple(open_tree),
+        "open-tree-attr" => simple(open_tree_attr),
+        "mount-setattr" => simple(mount_setattr),
+        "move-mount" => simple(move_mount),
+        "fsconfig" => simple(fsconfig),
+        "fsmount" => simple(fsmount),
+        "fspick" => simple(fspick),
+        "statmount" => simple(statmount),
+        "listmount" => simple(listmount),
+        "quotactl-fd" => simple(quotactl_fd),
+        "memfd-secret" => simple(memfd_secret),
+        "syscall-beyond-known" => simple(syscall_beyond_known),
         "unshare-user" => simple(|| unshare(libc::CLONE_NEWUSER)),
         "unshare-net" => simple(|| unshare(libc::CLONE_NEWNET)),
         "unshare-mount" => simple(|| unshare(libc::CLONE_NEWNS)),
@@ -217,7 +242,18 @@ fn parse(arg: &str) -> Result<Probe, String> {
         }),
         "mount-cgroup" => simple(mount_cgroup),
         "fd-exhaust" => Box::new(fd_exhaust),
-        "fork-bomb" => Box::new(fork_bomb),
+        "fork-bomb" => {
+            // An optional bound: `fork-bomb=8192` (default 1024).
+            let bound = match &value {
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=65536).contains(n))
+                    .ok_or_else(|| format!("fork-bomb={v}: a bound from 1 to 65536"))?,
+                None => 1024,
+            };
+            Box::new(move || fork_bomb(bound))
+        }
         "tmp-fill" => simple(tmp_fill),
         "mem-hog" => simple(mem_hog),
         "core-limit" => Box::new(core_limit),
@@ -607,6 +643,139 @@ fn fsopen() -> Attempt {
 fn open_tree() -> Attempt {
     // SAFETY: raw syscall with a NUL-terminated literal.
     check_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c"/".as_ptr(), 0) })
+}
+
+/// open_tree_attr(AT_FDCWD, "/", 0, NULL, 0): open_tree with mount
+/// attributes (Linux 6.15), the newest way to clone a mount.
+fn open_tree_attr() -> Attempt {
+    // SAFETY: raw syscall with a NUL-terminated literal and a null attr.
+    check_fd(unsafe {
+        libc::syscall(
+            SYS_OPEN_TREE_ATTR,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })
+}
+
+/// mount_setattr(AT_FDCWD, "/", 0, NULL, 0): change a mount's flags (for
+/// instance drop read-only).
+fn mount_setattr() -> Attempt {
+    // SAFETY: raw syscall with a NUL-terminated literal and a null attr.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })
+}
+
+/// move_mount(AT_FDCWD, "/tmp", AT_FDCWD, "/", 0): move a mount.
+fn move_mount() -> Attempt {
+    // SAFETY: raw syscall with NUL-terminated literals.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            libc::AT_FDCWD,
+            c"/tmp".as_ptr(),
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            0,
+        )
+    })
+}
+
+/// fsconfig(-1, FSCONFIG_CMD_CREATE, NULL, NULL, 0).
+fn fsconfig() -> Attempt {
+    // SAFETY: raw syscall on integers and null pointers.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            -1,
+            6,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })
+}
+
+/// fsmount(-1, 0, 0).
+fn fsmount() -> Attempt {
+    // SAFETY: raw syscall on integers.
+    check_fd(unsafe { libc::syscall(libc::SYS_fsmount, -1, 0, 0) })
+}
+
+/// fspick(AT_FDCWD, "/", 0): reconfigure an existing superblock.
+fn fspick() -> Attempt {
+    // SAFETY: raw syscall with a NUL-terminated literal.
+    check_fd(unsafe { libc::syscall(libc::SYS_fspick, libc::AT_FDCWD, c"/".as_ptr(), 0) })
+}
+
+/// statmount of the root mount (id from listmount's request form): what
+/// is mounted where, with which options.
+fn statmount() -> Attempt {
+    let mut req = [0u64; MNT_ID_REQ_SIZE / 8];
+    req[0] = MNT_ID_REQ_SIZE as u64;
+    req[1] = LSMT_ROOT;
+    let mut buf = vec![0u64; 512];
+    // SAFETY: `req` is a valid mnt_id_req; `buf` has the length given.
+    check(unsafe {
+        libc::syscall(
+            SYS_STATMOUNT,
+            req.as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len() * 8,
+            0,
+        )
+    })
+}
+
+/// listmount of the mount namespace's root: the ids of every mount.
+fn listmount() -> Attempt {
+    let mut req = [0u64; MNT_ID_REQ_SIZE / 8];
+    req[0] = MNT_ID_REQ_SIZE as u64;
+    req[1] = LSMT_ROOT;
+    let mut ids = [0u64; 64];
+    // SAFETY: `req` is a valid mnt_id_req; `ids` has the length given.
+    check(unsafe { libc::syscall(SYS_LISTMOUNT, req.as_ptr(), ids.as_mut_ptr(), ids.len(), 0) })
+}
+
+/// quotactl_fd(open("/"), Q_GETFMT, 0, &fmt): quota control by fd.
+fn quotactl_fd() -> Attempt {
+    // SAFETY: NUL-terminated literal path.
+    let fd = unsafe { libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    check(fd as libc::c_long)?;
+    let mut fmt = 0u32;
+    // Q_GETFMT is QCMD(0x800004, USRQUOTA).
+    // SAFETY: `fd` is ours; `fmt` is a valid out-pointer.
+    let result = check(unsafe {
+        libc::syscall(libc::SYS_quotactl_fd, fd, 0x0080_0004u32 << 8, 0, &mut fmt)
+    });
+    // SAFETY: `fd` is ours.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// memfd_secret(0): memory taken out of the kernel's direct map.
+fn memfd_secret() -> Attempt {
+    // SAFETY: raw syscall on an integer flag.
+    check_fd(unsafe { libc::syscall(libc::SYS_memfd_secret, 0) })
+}
+
+/// The first syscall number beyond those the filter knows: a call some
+/// newer kernel adds must not reach it unreviewed.
+fn syscall_beyond_known() -> Attempt {
+    // SAFETY: a number no kernel this build knows implements; all
+    // arguments are zero.
+    check(unsafe { libc::syscall(SYSCALL_BEYOND_KNOWN, 0, 0, 0, 0, 0, 0) })
 }
 
 // ---------------------------------------------------------------------------
@@ -1058,12 +1227,12 @@ fn fd_exhaust() -> Outcome {
 }
 
 /// Forks children that sleep until a fork fails: `errno=E after=N`, or
-/// `no-limit-within=1024` (bounded so a missing limit cannot hurt the host).
-/// Every child is killed before returning.
-fn fork_bomb() -> Outcome {
+/// `no-limit-within=BOUND` (bounded so a missing limit cannot hurt the
+/// host). Every child is killed before returning.
+fn fork_bomb(bound: u32) -> Outcome {
     let mut children = Vec::new();
-    let mut result = "no-limit-within=1024".to_owned();
-    for n in 0..1024 {
+    let mut result = format!("no-limit-within={bound}");
+    for n in 0..bound {
         // SAFETY: the child only pauses until it is killed.
         let pid = unsafe { libc::fork() };
         if pid == 0 {

@@ -35,6 +35,10 @@ use crate::signals;
 /// Exit code when the timeout killed the sandbox (as `timeout(1)`).
 pub const TIMED_OUT: i32 = 124;
 
+/// Exit code when an escalated SIGINT/SIGTERM killed the sandbox (128 +
+/// SIGKILL, as `timeout -k`).
+pub const KILLED: i32 = 137;
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -42,6 +46,9 @@ pub enum Outcome {
     Exited(i32),
     /// `--timeout` expired and the sandbox was killed.
     TimedOut,
+    /// A second SIGINT/SIGTERM, or `--kill-after` past the first, killed
+    /// the whole sandbox (exit 137, as `timeout -k`).
+    Killed,
 }
 
 impl Outcome {
@@ -50,6 +57,7 @@ impl Outcome {
         match self {
             Outcome::Exited(c) => c,
             Outcome::TimedOut => TIMED_OUT,
+            Outcome::Killed => KILLED,
         }
     }
 }
@@ -115,11 +123,8 @@ fn run_session(
     let egress = prepare_egress(plan, audit.log.clone(), interception)?;
     // Before the clone: a limit that cannot be applied stops the run here.
     let cgroup = cgroup::Session::create(&cgroup_name(plan), &plan.limits)?;
-    for s in cgroup.skipped() {
-        eprintln!(
-            "sandbox: warning: cgroup: limits.{} is not enforced (best_effort): {}",
-            s.limit, s.reason
-        );
+    for w in cgroup::warnings(cgroup.skipped()) {
+        eprintln!("{w}");
     }
     // As root: the writable trees, idmapped onto the agent (init attaches
     // them); a tree that cannot be idmapped stops the run here.
@@ -141,7 +146,20 @@ fn run_session(
         None => (None, None),
     };
     let cgroup_fd = cgroup.v2_fd();
-    let (side, in_v2) = namespaces::clone_into_namespaces(cgroup_fd.as_ref())?;
+    // Init is born in the v1 groups too: we step into them for the clone.
+    let in_v1 = cgroup.enter_v1();
+    let cloned = namespaces::clone_into_namespaces(cgroup_fd.as_ref());
+    if in_v1 {
+        if let Ok((Side::Child, _)) = &cloned {
+            // Init: its groups are the session's, where it stays.
+        } else if let Err(e) = cgroup.leave_v1() {
+            if let Ok((Side::Parent(pid), _)) = &cloned {
+                let _ = KillOnDrop(*pid);
+            }
+            return Err(e);
+        }
+    }
+    let (side, in_v2) = cloned?;
     drop(cgroup_fd);
     let child = match side {
         Side::Child => {
@@ -183,7 +201,7 @@ fn run_session(
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
     // Recorded before the agent can start (init waits for "2").
     audit.start(plan);
-    cgroup.attach_except_v2(child, in_v2)?;
+    cgroup.attach_where_needed(child, in_v2, in_v1)?;
     nix::unistd::write(&go_write, b"2")
         .map_err(|e| SetupError::io("supervisor", "start init", e))?;
     // The proxy ports arrive before init starts the agent (or the channel
@@ -241,10 +259,14 @@ fn run_session(
     // agent's exit to ours, and leaves nothing behind should the
     // supervisor be killed.
     drop(session);
+    // While the agent runs: groups of earlier sessions whose supervisor
+    // was killed before its teardown.
+    cgroup.sweep_stale();
     let (outcome, reaped) = wait(
         child,
         &sfd,
         plan.timeout.map(|t| started + t),
+        plan.kill_after,
         &cgroup,
         session_proxy.as_mut(),
         Some(&status_read),
@@ -305,10 +327,11 @@ fn reap(child: Pid) {
     while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
 }
 
-/// `airlock-<first 16 hex digits of the session id>`.
+/// `airlock-<first 16 hex digits of the session id>-<our PID namespace>-<our
+/// pid>` ([`cgroup::group_name`]).
 pub(crate) fn cgroup_name(plan: &SandboxPlan) -> String {
     let short: String = plan.session_id.chars().take(16).collect();
-    format!("airlock-{short}")
+    cgroup::group_name(&short)
 }
 
 /// Binds the session proxy's socket (before the clone, so init can mount
@@ -470,23 +493,41 @@ pub(crate) fn wait(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<Instant>,
+    kill_after: Option<std::time::Duration>,
     cgroup: &cgroup::Session,
     mut proxy: Option<&mut SessionProxy>,
     mut status: Option<&OwnedFd>,
 ) -> (Outcome, bool) {
+    let mut escalation = signals::Escalation::new(kill_after);
+    let kill_everything = || {
+        cgroup.kill_all();
+        let _ = kill(child, Signal::SIGKILL);
+        reap(child);
+    };
     loop {
         if let Some(code) = exited(child) {
             return (Outcome::Exited(code), true);
         }
-        let timeout = match deadline {
+        let escalated = escalation.deadline();
+        let next = match (deadline, escalated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next {
             None => PollTimeout::NONE,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    cgroup.kill_all();
-                    let _ = kill(child, Signal::SIGKILL);
-                    reap(child);
-                    return (Outcome::TimedOut, true);
+                    kill_everything();
+                    if deadline.is_some_and(|t| t <= d) {
+                        return (Outcome::TimedOut, true);
+                    }
+                    eprintln!(
+                        "sandbox: still running {:?} after SIGINT/SIGTERM (--kill-after): \
+                         killed the whole sandbox",
+                        kill_after.unwrap_or_default()
+                    );
+                    return (Outcome::Killed, true);
                 }
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
                     .unwrap_or(PollTimeout::MAX)
@@ -536,7 +577,19 @@ pub(crate) fn wait(
             let signo = info.ssi_signo as i32;
             if signo != libc::SIGCHLD {
                 if let Ok(sig) = Signal::try_from(signo) {
-                    let _ = kill(child, sig);
+                    match escalation.on_signal(sig, Instant::now()) {
+                        signals::Action::Forward => {
+                            let _ = kill(child, sig);
+                        }
+                        signals::Action::KillSandbox => {
+                            kill_everything();
+                            eprintln!(
+                                "sandbox: {sig} again within {:?}: killed the whole sandbox",
+                                signals::SECOND_SIGNAL_GRACE
+                            );
+                            return (Outcome::Killed, true);
+                        }
+                    }
                 }
             }
         }

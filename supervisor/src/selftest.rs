@@ -119,6 +119,30 @@ struct Row {
     expected: String,
     observed: String,
     pass: bool,
+    /// Why the probe does not apply on this host (it was not run, and
+    /// neither passes nor fails).
+    skipped: Option<String>,
+}
+
+/// The resource probes that test a cgroup limit, by the limit.
+const CGROUP_PROBES: &[(&str, &str)] = &[("fork-bomb", "pids"), ("mem-hog", "memory")];
+
+/// Why each cgroup limit cannot be enforced for this user here (the
+/// probes that test it do not apply); empty where every one can.
+fn unenforceable_limits() -> Vec<(&'static str, String)> {
+    crate::cgroup::host_support()
+        .into_iter()
+        .filter_map(|s| s.result.err().map(|why| (s.limit, why)))
+        .collect()
+}
+
+/// The reason `probe` does not apply here, if it tests such a limit.
+fn skip_reason(probe: &str, unenforceable: &[(&'static str, String)]) -> Option<String> {
+    let (_, limit) = CGROUP_PROBES.iter().find(|(p, _)| *p == probe)?;
+    let (_, why) = unenforceable.iter().find(|(l, _)| l == limit)?;
+    Some(format!(
+        "limits.{limit} cannot be enforced for this user here: {why}"
+    ))
 }
 
 /// Host-side things the battery points at: a canary file and a pathname
@@ -241,6 +265,15 @@ fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
         check("filesystem", "mount-tmpfs", Errno("EPERM")),
         check("filesystem", "fsopen", Errno("EPERM")),
         check("filesystem", "open-tree", Errno("EPERM")),
+        check("filesystem", "open-tree-attr", Errno("EPERM")),
+        check("filesystem", "mount-setattr", Errno("EPERM")),
+        check("filesystem", "move-mount", Errno("EPERM")),
+        check("filesystem", "fsconfig", Errno("EPERM")),
+        check("filesystem", "fsmount", Errno("EPERM")),
+        check("filesystem", "fspick", Errno("EPERM")),
+        check("filesystem", "statmount", Errno("EPERM")),
+        check("filesystem", "listmount", Errno("EPERM")),
+        check("filesystem", "quotactl-fd", Errno("EPERM")),
         check("filesystem", "open-by-handle-at", Refused),
         check("filesystem", "mknod=/tmp/airlock-selftest-node", Refused),
         // Privilege.
@@ -258,6 +291,9 @@ fn battery(ws: &Path, bait: &Bait, marker: &str, tty: bool) -> Vec<Check> {
         check("kernel", "add-key", Errno("EPERM")),
         check("kernel", "init-module", Errno("EPERM")),
         check("kernel", "kexec-load", Errno("EPERM")),
+        check("kernel", "memfd-secret", Errno("EPERM")),
+        // A call newer than the filter's table: as if the kernel lacked it.
+        check("kernel", "syscall-beyond-known", Errno("ENOSYS")),
         check("kernel", "personality-read-implies-exec", Errno("EPERM")),
         check("kernel", "x32-getpid", Errno("EPERM")),
         check("kernel", "int80-getpid", Refused),
@@ -476,22 +512,35 @@ fn run(json_out: bool) -> Result<bool, String> {
             String::from_utf8_lossy(&out.stdout).into(),
         ))
     };
-    let names: Vec<&str> = checks.iter().map(|c| c.probe.as_str()).collect();
+    // Probes of a limit this host cannot enforce for this user (an
+    // ordinary user without a delegated cgroup) do not apply: they are
+    // reported as skipped, with the reason, and not run.
+    let unenforceable = unenforceable_limits();
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c.probe.as_str())
+        .filter(|p| skip_reason(p, &unenforceable).is_none())
+        .collect();
     let (_, text) = sandbox_run(&names)?;
     let mut rows: Vec<Row> = checks
         .iter()
         .map(|c| {
-            let observed = text
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{}: ", c.probe)))
-                .unwrap_or("(no result)")
-                .to_string();
+            let skipped = skip_reason(&c.probe, &unenforceable);
+            let observed = match &skipped {
+                Some(_) => "(not run)",
+                None => text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{}: ", c.probe)))
+                    .unwrap_or("(no result)"),
+            }
+            .to_string();
             Row {
                 area: c.area,
                 probe: c.probe.clone(),
                 expected: c.expect.describe(),
-                pass: c.expect.matches(&observed),
+                pass: skipped.is_none() && c.expect.matches(&observed),
                 observed,
+                skipped,
             }
         })
         .collect();
@@ -507,30 +556,41 @@ fn run(json_out: bool) -> Result<bool, String> {
             format!("alive: pids {survivors:?}")
         },
         pass: survivors.is_empty(),
+        skipped: None,
     });
     for pid in survivors {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
     // The memory hog runs alone: on cgroup v2 the OOM kill takes the whole
     // sandbox (memory.oom.group), on v1 only the hog.
-    let (code, text) = sandbox_run(&["mem-hog"])?;
-    let observed = text
-        .lines()
-        .find_map(|l| l.strip_prefix("mem-hog: "))
-        .map(String::from)
-        .unwrap_or_else(|| match code {
-            Some(137) => "killed-by-signal=9".into(),
-            other => format!("sandbox exited {other:?}"),
-        });
+    let skipped = skip_reason("mem-hog", &unenforceable);
+    let observed = if skipped.is_some() {
+        "(not run)".to_string()
+    } else {
+        let (code, text) = sandbox_run(&["mem-hog"])?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("mem-hog: "))
+            .map(String::from)
+            .unwrap_or_else(|| match code {
+                Some(137) => "killed-by-signal=9".into(),
+                other => format!("sandbox exited {other:?}"),
+            })
+    };
     rows.push(Row {
         area: "resources",
         probe: "mem-hog".into(),
         expected: Expect::Signal(9).describe(),
-        pass: Expect::Signal(9).matches(&observed),
+        pass: skipped.is_none() && Expect::Signal(9).matches(&observed),
         observed,
+        skipped,
     });
 
-    let failed = rows.iter().filter(|r| !r.pass).count();
+    let skipped = rows.iter().filter(|r| r.skipped.is_some()).count();
+    let failed = rows
+        .iter()
+        .filter(|r| !r.pass && r.skipped.is_none())
+        .count();
+    let passed = rows.len() - failed - skipped;
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -538,16 +598,20 @@ fn run(json_out: bool) -> Result<bool, String> {
     if json_out {
         let results: Vec<_> = rows
             .iter()
-            .map(|r| {
-                json!({"area": r.area, "probe": r.probe, "expected": r.expected,
-                       "observed": r.observed, "pass": r.pass})
+            .map(|r| match &r.skipped {
+                // Neither passed nor failed: `pass` is null.
+                Some(why) => json!({"area": r.area, "probe": r.probe, "expected": r.expected,
+                       "observed": r.observed, "pass": null, "skipped": why}),
+                None => json!({"area": r.area, "probe": r.probe, "expected": r.expected,
+                       "observed": r.observed, "pass": r.pass}),
             })
             .collect();
         let report = json!({
             "kernel": kernel,
             "landlock_abi": abi,
-            "passed": rows.len() - failed,
+            "passed": passed,
             "failed": failed,
+            "skipped": skipped,
             "results": results,
         });
         println!("{report:#}");
@@ -563,12 +627,16 @@ fn run(json_out: bool) -> Result<bool, String> {
                 r.probe,
                 r.expected,
                 r.observed,
-                if r.pass { "pass" } else { "FAIL" }
+                match (&r.skipped, r.pass) {
+                    (Some(why), _) => format!("skipped ({why})"),
+                    (None, true) => "pass".to_string(),
+                    (None, false) => "FAIL".to_string(),
+                }
             );
         }
         println!(
-            "\nLinux {kernel}, Landlock ABI {abi}: {} passed, {failed} failed",
-            rows.len() - failed
+            "\nLinux {kernel}, Landlock ABI {abi}: {passed} passed, {failed} failed, \
+             {skipped} skipped"
         );
     }
     Ok(failed == 0)

@@ -41,6 +41,16 @@ fn landlock_only_refuses_to_run_without_landlock_scoping_or_runs_degraded() {
         return;
     }
     out.assert_code(0, "the degraded mode runs");
+    // One line names what this mode leaves open, on every run.
+    let warned: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("landlock-only has no namespaces"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{out}");
+    for lost in ["processes", "mount table", "Unix sockets"] {
+        assert!(warned[0].contains(lost), "{out}");
+    }
     let start: Value = sb
         .audit_events()
         .into_iter()

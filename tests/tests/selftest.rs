@@ -51,6 +51,66 @@ fn selftest_passes_on_this_host_and_reports_json() {
     assert!(results.iter().all(|r| r["pass"] == true), "{out}");
 }
 
+/// An ordinary user without a delegated cgroup: the probes of the limits
+/// this host cannot enforce for them (fork bomb, memory hog) do not apply.
+/// They are listed as skipped with the reason, not failed, and the run
+/// passes; as root they run and pass (above).
+#[test]
+fn selftest_skips_cgroup_probes_that_do_not_apply_here() {
+    use std::os::unix::process::CommandExt;
+    const USER: u32 = 1000;
+    if skip_unless_root("selftest_skips_cgroup_probes_that_do_not_apply_here") {
+        return;
+    }
+    let bin_dir = TempDir::new("/tmp", "airlock-bin");
+    set_mode(bin_dir.path(), 0o755);
+    let sandbox = bin_dir.join("sandbox");
+    install_executable(&sandbox_bin(), &sandbox);
+    let home = TempDir::new("/tmp", "airlock-home-user");
+    chown(home.path(), USER, USER);
+    let run = |json: bool| {
+        let mut cmd = Command::new(&sandbox);
+        cmd.arg("selftest")
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .uid(USER)
+            .gid(USER);
+        if json {
+            cmd.arg("--json");
+        }
+        run_to_end(cmd)
+    };
+    let out = run(true);
+    out.assert_code(0, "skipped probes do not fail the run");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(report["failed"], 0, "{out}");
+    let results = report["results"].as_array().expect("results");
+    for probe in ["fork-bomb", "mem-hog"] {
+        let row = results
+            .iter()
+            .find(|r| r["probe"] == probe)
+            .unwrap_or_else(|| panic!("{probe} is listed\n{out}"));
+        assert!(row["pass"].is_null(), "{row}");
+        assert!(
+            row["skipped"]
+                .as_str()
+                .is_some_and(|why| why.contains("cannot be enforced")),
+            "{row}"
+        );
+    }
+    assert_eq!(report["skipped"], 2, "{out}");
+    let out = run(false);
+    out.assert_code(0, "the table run passes too");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("fork-bomb") && l.contains("skipped (")),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("FAIL"), "{out}");
+}
+
 /// Turning a layer off makes the probes that guard it fail: the battery
 /// detects a weakened sandbox instead of passing vacuously.
 #[test]
@@ -136,6 +196,11 @@ const GUARDED_BEYOND_AIRLOCK: &[(&str, &str)] = &[
          the test on the host",
     ),
     ("setsid SIGTERM-ignoring daemon after exit", "as daemon="),
+    (
+        "syscall-beyond-known",
+        "kernels up to 6.18 lack that call and answer ENOSYS as the filter does; the \
+         filter's own tests (seccomp/program.rs) show the answer is the filter's",
+    ),
 ];
 
 /// The weakened runs: single layers, and the combinations that expose

@@ -87,7 +87,8 @@ pub struct RawFilesystem {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Memory of the whole sandbox (cgroup `memory.max`), e.g. `"4G"`.
+    /// Memory of the whole sandbox (cgroup `memory.max`), e.g. `"4G"`, or a
+    /// share of this host's RAM such as `"50%"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub memory: Option<Spanned<String>>,
@@ -190,6 +191,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses `limits.memory`: a size ([`parse_size`]) or a percentage of
+/// this host's RAM (`"50%"`, 1 to 100), rounded down to whole MiB.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    match s.trim().strip_suffix('%') {
+        Some(p) => {
+            let share = p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .ok_or_else(|| format!("'{s}': a share of RAM is 1% to 100%"))?;
+            let total = host_ram().ok_or_else(|| format!("'{s}': cannot read this host's RAM"))?;
+            Ok(share_of(total, share))
+        }
+        None => parse_size(s),
+    }
+}
+
+/// `share` percent of `total` bytes, rounded down to whole MiB.
+fn share_of(total: u64, share: f64) -> u64 {
+    let bytes = (total as f64 * share / 100.0) as u64;
+    bytes & !((1 << 20) - 1)
+}
+
+/// The host's RAM in bytes (sysinfo(2): one call, no file to parse).
+/// Debug builds honour `AIRLOCK_TEST_RAM` (a size), so tests can fill the
+/// default's share of RAM without taking half the CI machine's memory.
+fn host_ram() -> Option<u64> {
+    #[cfg(debug_assertions)]
+    if let Some(v) = std::env::var("AIRLOCK_TEST_RAM")
+        .ok()
+        .and_then(|v| parse_size(&v).ok())
+    {
+        return Some(v);
+    }
+    // SAFETY: sysinfo only fills the zeroed struct it is given.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable sysinfo struct.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    (info.totalram as u64).checked_mul(u64::from(info.mem_unit.max(1)))
+}
+
 /// Renders bytes the way [`parse_size`] reads them, exactly.
 pub fn format_size(bytes: u64) -> String {
     for (unit, scale) in [
@@ -226,6 +271,15 @@ mod tests {
             assert_eq!(parse_size(text).ok(), want, "{text}");
         }
         assert_eq!(format_size(512 << 20), "512M");
+        assert_eq!(share_of(8 << 30, 50.0), 4 << 30);
+        assert_eq!(share_of((8 << 30) + 12345, 50.0), 4 << 30);
+        assert_eq!(share_of(3 << 20, 50.0), 1 << 20);
+        let ram = host_ram().expect("RAM");
+        assert_eq!(parse_memory("100%").ok(), Some(share_of(ram, 100.0)));
+        assert_eq!(parse_memory("4G").ok(), Some(4 << 30));
+        for bad in ["0%", "101%", "-5%", "half%", "%"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
         assert_eq!(format_size(1000), "1000");
     }
 

@@ -666,7 +666,7 @@ impl Validator<'_> {
     fn limits(&mut self, raw: super::format::RawLimits, rules: &mut Rules) {
         let l = &mut rules.limits;
         if let Some(m) = raw.memory {
-            match parse_size(m.get_ref()) {
+            match super::format::parse_memory(m.get_ref()) {
                 Ok(b) if b >= 16 << 20 => l.memory = Some(self.entry(m.span().start, b)),
                 Ok(_) => self.error(m.span().start, "limits.memory: at least 16M"),
                 Err(e) => self.error(m.span().start, &format!("limits.memory: {e}")),

@@ -314,6 +314,17 @@ pub fn enforce_with(
             "--env is refused by the managed policy {label} ([managed] allow_cli_env = false)"
         ));
     }
+    // The embedded default's own ceilings are no request of the user's:
+    // where the managed policy has a ceiling for the same limit, that
+    // ceiling takes their place (below) instead of clashing with them.
+    let from_default = |origin: &str| origin.starts_with(super::load::EMBEDDED_LABEL);
+    let (l, ml) = (&mut eff.rules.limits, &m.limits);
+    if ml.memory.is_some() && l.memory.as_ref().is_some_and(|e| from_default(&e.origin)) {
+        l.memory = None;
+    }
+    if ml.pids.is_some() && l.pids.as_ref().is_some_and(|e| from_default(&e.origin)) {
+        l.pids = None;
+    }
     let r = &eff.rules;
     // Filesystem grants are compared with the denies on canonical paths
     // once the run's variables are known (check_grants).

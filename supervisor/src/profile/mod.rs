@@ -142,6 +142,7 @@ pub fn to_policy(eff: &Effective, vars: &PathVars) -> Policy {
             tmp_size: l.tmp_size.as_ref().map(|e| e.value),
             timeout: l.timeout.as_ref().map(|e| e.value),
             best_effort: l.best_effort.as_ref().is_some_and(|e| e.value),
+            default_ceilings: default_ceilings(l),
         },
         hash: eff.hash(),
         sources: eff
@@ -154,6 +155,21 @@ pub fn to_policy(eff: &Effective, vars: &PathVars) -> Policy {
             })
             .collect(),
     }
+}
+
+/// The cgroup limits whose value is the embedded default's own.
+fn default_ceilings(l: &merge::Limits) -> Vec<&'static str> {
+    let from_default =
+        |origin: Option<&String>| origin.is_some_and(|o| o.starts_with(load::EMBEDDED_LABEL));
+    [
+        ("memory", l.memory.as_ref().map(|e| &e.origin)),
+        ("pids", l.pids.as_ref().map(|e| &e.origin)),
+        ("cpu", l.cpu.as_ref().map(|e| &e.origin)),
+    ]
+    .into_iter()
+    .filter(|(_, origin)| from_default(*origin))
+    .map(|(limit, _)| limit)
+    .collect()
 }
 
 /// Runs `sandbox policy ...`; returns the exit code.
@@ -293,5 +309,53 @@ mod tests {
         assert_eq!(from_toml.network, code.network);
         assert!(from_toml.credentials.is_empty());
         assert_eq!(from_toml.hash.len(), 64);
+    }
+
+    /// The default's ceilings are marked as its own (so an unenforceable
+    /// one only warns); a profile's value for the same limit is not.
+    #[test]
+    fn default_ceilings_are_marked_and_a_profiles_limit_is_not() {
+        let vars = path_vars(Some(Path::new("/tmp")));
+        let eff =
+            Effective::merge(&[load::embedded_default()], &CliLayer::default()).expect("valid");
+        let p = to_policy(&eff, &vars);
+        assert_eq!(p.limits.pids, Some(4096));
+        assert!(p.limits.memory.is_some_and(|m| m >= 16 << 20));
+        assert_eq!(p.limits.default_ceilings, ["memory", "pids"]);
+        let profile =
+            load::parse_layer("p.toml", None, "[limits]\npids = 100\n").expect("valid profile");
+        let eff = Effective::merge(&[load::embedded_default(), profile], &CliLayer::default())
+            .expect("valid");
+        let p = to_policy(&eff, &vars);
+        assert_eq!(p.limits.pids, Some(100));
+        assert_eq!(p.limits.default_ceilings, ["memory"]);
+    }
+
+    /// A managed ceiling below (or above) the default's own takes its
+    /// place, enforced like any managed limit, instead of refusing every
+    /// run for a value nobody asked for.
+    #[test]
+    fn a_managed_ceiling_replaces_the_defaults_own() {
+        let dir = std::env::temp_dir().join(format!("airlock-mc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let vars = path_vars(Some(Path::new("/tmp")));
+        for (pids, memory) in [(1000, "64M"), (10000, "100%")] {
+            let file = dir.join("managed.toml");
+            std::fs::write(
+                &file,
+                format!("[limits]\npids = {pids}\nmemory = \"{memory}\"\n"),
+            )
+            .expect("write");
+            let sel = Selection {
+                managed: Some(file),
+                ..Selection::default()
+            };
+            let eff = effective_with(&sel, &dir.join("absent.toml"))
+                .unwrap_or_else(|e| panic!("{pids}: {e:?}"));
+            let p = to_policy(&eff, &vars);
+            assert_eq!(p.limits.pids, Some(pids));
+            assert!(p.limits.default_ceilings.is_empty(), "{pids}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

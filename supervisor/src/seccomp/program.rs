@@ -5,6 +5,7 @@
 //! ```text
 //!   load arch;  not ours        -> KILL
 //!   load nr;    x32 bit set     -> EPERM
+//!               above the highest known number -> ENOSYS
 //!               a binary search over the table's numbers (and clone3's):
 //!                 "nr >= pivot" splits until a few rows are left, then
 //!                 one compare per row: always -> EPERM, clone3 -> ENOSYS,
@@ -26,7 +27,7 @@
 
 use seccompiler::{sock_filter, BpfProgram};
 
-use super::{Deny, When};
+use super::{Deny, When, HIGHEST_KNOWN};
 
 /// BPF_LD | BPF_W | BPF_ABS: load a 32-bit word of `seccomp_data`.
 const LD_W_ABS: u16 = 0x20;
@@ -157,6 +158,9 @@ pub fn build(table: &[Deny]) -> Result<BpfProgram, String> {
         Insn::Jump(JEQ_K, AUDIT_ARCH, To::Next, To::L(Label::Kill)),
         Insn::Stmt(LD_W_ABS, NR),
         Insn::Jump(JGE_K, X32_SYSCALL_BIT, To::L(Label::Deny), To::Next),
+        // A call newer than this table: answered as a kernel without it
+        // would, so libcs fall back and nothing unreviewed runs.
+        Insn::Jump(JGE_K, HIGHEST_KNOWN + 1, To::L(Label::NoSys), To::Next),
     ];
     search(&mut p, &targets, 0);
     for (n, row) in rows.iter().enumerate() {
@@ -451,6 +455,7 @@ mod tests {
                 Some(_) => RET_ALLOW,
                 None if i64::from(nr) == libc::SYS_clone3 => RET_ENOSYS,
                 None if i64::from(nr) == libc::SYS_openat2 => RET_ENOSYS,
+                None if nr > HIGHEST_KNOWN => RET_ENOSYS,
                 None => RET_ALLOW,
             };
             assert_eq!(got, want, "syscall {nr}");
@@ -465,7 +470,7 @@ mod tests {
         let program = program();
         let rows = deny_table().len() + 1;
         let depth = usize::BITS - rows.leading_zeros();
-        let bound = 4 + depth as usize + LINEAR_ROWS + 1;
+        let bound = 5 + depth as usize + LINEAR_ROWS + 1;
         for nr in 0..1024u32 {
             let (_, steps) = run_counted(&program, AUDIT_ARCH, nr, args(&[]));
             let has_block = deny_table()
@@ -477,6 +482,33 @@ mod tests {
                     "syscall {nr}: {steps} steps (bound {bound})"
                 );
             }
+        }
+    }
+
+    /// Calls added after this table was written (Linux 6.19's listns is
+    /// 470) reach no kernel code: ENOSYS, like clone3, up to the x32 range.
+    #[test]
+    fn numbers_beyond_the_known_ones_are_enosys() {
+        for nr in [
+            HIGHEST_KNOWN + 1,
+            HIGHEST_KNOWN + 2,
+            512,
+            1000,
+            0xffff,
+            X32_SYSCALL_BIT - 1,
+        ] {
+            assert_eq!(call(i64::from(nr), args(&[])), RET_ENOSYS, "{nr}");
+        }
+        assert_eq!(call(i64::from(HIGHEST_KNOWN), args(&[])), RET_ALLOW);
+        for (name, nr) in [
+            ("open_tree_attr", 467),
+            ("listmount", 458),
+            ("statmount", 457),
+            ("quotactl_fd", libc::SYS_quotactl_fd),
+            ("memfd_secret", libc::SYS_memfd_secret),
+            ("mount_setattr", libc::SYS_mount_setattr),
+        ] {
+            assert_eq!(call(nr, args(&[])), RET_EPERM, "{name}");
         }
     }
 
