@@ -192,6 +192,23 @@ impl RawNetwork {
             if r.paths.iter().any(|p| !p.starts_with('/')) {
                 return Err(at(text, pos, "paths start with '/'"));
             }
+            // Requests are matched in normal form, so a rule written in
+            // another form would never match what it seems to say.
+            if let Some(p) = r.paths.iter().find(|p| {
+                let prefix = p.strip_suffix('*').unwrap_or(p);
+                !crate::reqpath::is_normal(prefix)
+            }) {
+                let prefix = p.strip_suffix('*').unwrap_or(p);
+                let hint = match crate::reqpath::normalize(prefix) {
+                    Ok(n) => format!("write it as '{n}'"),
+                    Err(e) => e.to_string(),
+                };
+                return Err(at(
+                    text,
+                    pos,
+                    &format!("path '{p}' is not in normal form (RFC 3986): {hint}"),
+                ));
+            }
             rules.push(HostRule {
                 host,
                 methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),

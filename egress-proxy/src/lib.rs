@@ -28,6 +28,7 @@ pub mod name;
 pub mod ocsf;
 pub mod policy;
 pub mod proxy;
+pub mod reqpath;
 pub mod resolve;
 pub mod seal;
 pub mod secrets;
