@@ -196,6 +196,14 @@ fn deny_with(
     resp
 }
 
+/// Asks hyper to close the connection after `resp`: a client that sent a
+/// malformed request target is not trusted to frame the next one.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The port an authority names, or `default` when it names none. The text
 /// after the host must be `:` and a decimal port 1-65535, or nothing:
 /// `host:83616` and `host:443.evil.test` are errors, never read as the
@@ -223,7 +231,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
         .and_then(|a| Some((a.host().to_string(), authority_port(a, None)?)))
     else {
         event.host = req.uri().to_string();
-        return deny_with(&ctx, event, "request-syntax", "bad-port", 400);
+        return closing(deny_with(&ctx, event, "request-syntax", "bad-port", 400));
     };
     let target = format!("{host}:{port}");
     if let Some(leak) = ctx.proxy.interception.as_ref().and_then(|i| {
@@ -418,7 +426,7 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
     event.host = raw_host.clone();
     let Some(port) = authority_port(authority, Some(80)) else {
         event.error = Some(format!("'{authority}' does not name a port 1-65535"));
-        return deny_with(&ctx, event, "request-syntax", "bad-port", 400);
+        return closing(deny_with(&ctx, event, "request-syntax", "bad-port", 400));
     };
     event.port = port;
     let host = match parse_host(&raw_host) {
@@ -664,6 +672,32 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn ports_that_are_not_ports_are_never_read_as_the_default() {
+        let port = |s: &str, default| {
+            s.parse::<hyper::http::uri::Authority>()
+                .ok()
+                .and_then(|a| authority_port(&a, default))
+        };
+        let cases: &[(&str, Option<u16>, Option<u16>)] = &[
+            ("api.example.com", Some(80), Some(80)),
+            ("api.example.com", None, None),
+            ("api.example.com:8080", Some(80), Some(8080)),
+            ("[::1]:443", None, Some(443)),
+            ("[::1]", Some(443), Some(443)),
+            ("user@api.example.com:81", Some(80), Some(81)),
+            ("api.example.com:83616", Some(80), None),
+            ("api.example.com:443.evil.test", Some(80), None),
+            ("api.example.com:0", Some(80), None),
+            ("api.example.com:", Some(80), None),
+            ("api.example.com:+80", Some(80), None),
+            ("api.example.com:000080", Some(80), None),
+        ];
+        for (auth, default, want) in cases {
+            assert_eq!(port(auth, *default), *want, "{auth}");
+        }
     }
 
     #[test]
