@@ -39,6 +39,9 @@ pub mod tls;
 pub mod tunnel;
 pub mod verify;
 
+#[cfg(test)]
+mod properties;
+
 pub use audit::AuditLog;
 pub use limits::Limits;
 pub use policy::NetworkPolicy;

@@ -282,7 +282,7 @@ impl Proxy {
             let first = tokio::time::timeout(header_timeout, first_byte(&stream)).await;
             let stream = Metered::new(stream, ctx.meter.clone(), Side::Client);
             match first {
-                Ok(Some(0x05)) => socks::serve(stream, ctx).await,
+                Ok(Some(b)) if sniff(b) == Sniffed::Socks5 => socks::serve(stream, ctx).await,
                 Ok(Some(_)) => http::serve(stream, ctx).await,
                 // Closed before a byte: nothing was attempted.
                 Ok(None) => {}
@@ -293,6 +293,26 @@ impl Proxy {
                 }
             }
         });
+    }
+}
+
+/// Which protocol a connection speaks, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    /// SOCKS version 5 greeting.
+    Socks5,
+    /// Anything else is handed to the HTTP/1.1 parser, which refuses what
+    /// is not HTTP (400 and an audit line).
+    Http,
+}
+
+/// The protocol for a connection whose first byte is `first`: 0x05 is the
+/// SOCKS5 version byte, which no HTTP method starts with.
+pub fn sniff(first: u8) -> Sniffed {
+    if first == 0x05 {
+        Sniffed::Socks5
+    } else {
+        Sniffed::Http
     }
 }
 

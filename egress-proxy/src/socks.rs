@@ -28,16 +28,16 @@ const REPLY_ADDRESS_NOT_SUPPORTED: u8 = 8;
 
 /// A parsed CONNECT request.
 #[derive(Debug, PartialEq, Eq)]
-struct Request {
-    host: String,
-    port: u16,
+pub(crate) struct Request {
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 /// Why a SOCKS5 handshake ended without a request: the reply to send, if
 /// any, and what to write in the audit line.
 #[derive(Debug, PartialEq, Eq)]
-struct Refused {
-    reply: Option<u8>,
+pub(crate) struct Refused {
+    pub(crate) reply: Option<u8>,
     why: &'static str,
 }
 
@@ -133,7 +133,7 @@ fn reply_bytes(code: u8) -> [u8; 10] {
 
 /// Reads the greeting and the request. On error, says which reply code to
 /// send (if any) before closing, and why.
-async fn handshake<S>(s: &mut S) -> Result<Request, Refused>
+pub(crate) async fn handshake<S>(s: &mut S) -> Result<Request, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
