@@ -184,6 +184,59 @@ pub fn decide_request(
     }
 }
 
+/// Headers that frameworks read as the request's real method (Express's
+/// method-override, Google and Microsoft APIs, Symfony, Rails middleware).
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The methods a request asks for besides its own: the values of
+/// [`METHOD_OVERRIDE_HEADERS`] and of a `_method` query parameter.
+pub fn method_overrides<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    query: Option<&'a str>,
+) -> Vec<String> {
+    let mut out: Vec<String> = headers
+        .filter(|(name, _)| {
+            METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
+        })
+        .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
+        .collect();
+    for kv in query.unwrap_or("").split('&') {
+        if let Some((k, v)) = kv.split_once('=') {
+            if k.eq_ignore_ascii_case("_method") || k.eq_ignore_ascii_case("%5fmethod") {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Under method/path rules, a request that asks for another method
+/// through an override (see [`method_overrides`]) needs a rule admitting
+/// that method too: a `GET`-only rule does not let `GET` with
+/// `X-HTTP-Method-Override: DELETE` through. `path` is the normalised
+/// path [`decide_request`] returned.
+pub fn decide_overrides(
+    policy: &NetworkPolicy,
+    host: &Host,
+    path: &str,
+    overrides: &[String],
+) -> Option<Decision> {
+    let rules = rules_for(policy, host);
+    if rules.is_empty() {
+        return None;
+    }
+    overrides
+        .iter()
+        .find(|m| !rules.iter().any(|r| r.admits(m, path)))
+        .map(|_| Decision::deny(format!("rules:{host}"), "method-override-not-allowed"))
+}
+
 /// How a tunnel (CONNECT or SOCKS5) to an allowed host is carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Carriage {
@@ -442,6 +495,56 @@ mod tests {
                 (v.status, v.decision.rule.clone())
             };
             assert_eq!(got, (*status, want.to_string()), "{method} {host}{path}");
+        }
+    }
+
+    #[test]
+    fn method_overrides_need_a_rule_for_the_overriding_method() {
+        let p = policy(RULES);
+        let h = |s: &str| parse_host(s).expect("host");
+        fn over<'a>(hdrs: &'a [(&'a str, &'a str)], q: Option<&'a str>) -> Vec<String> {
+            method_overrides(hdrs.iter().map(|(k, v)| (*k, v.as_bytes())), q)
+        }
+        assert_eq!(
+            over(
+                &[("X-HTTP-Method-Override", "DELETE"), ("accept", "x")],
+                Some("a=1&_method=PUT")
+            ),
+            vec!["DELETE".to_string(), "PUT".to_string()]
+        );
+        let cases: &[(&str, &[(&str, &str)], Option<&str>, bool)] = &[
+            ("rules.example.com", &[], None, true),
+            (
+                "rules.example.com",
+                &[("x-http-method-override", "DELETE")],
+                None,
+                false,
+            ),
+            (
+                "rules.example.com",
+                &[("X-HTTP-Method", "delete")],
+                None,
+                false,
+            ),
+            (
+                "rules.example.com",
+                &[("x-method-override", "GET")],
+                None,
+                true,
+            ),
+            ("rules.example.com", &[], Some("_method=DELETE"), false),
+            ("rules.example.com", &[], Some("x=_method"), true),
+            (
+                "free.example.com",
+                &[("x-http-method-override", "DELETE")],
+                None,
+                true,
+            ),
+        ];
+        for (host, hdrs, q, ok) in cases {
+            let o = over(hdrs, *q);
+            let d = decide_overrides(&p, &h(host), "/v1/x", &o);
+            assert_eq!(d.is_none(), *ok, "{host} {hdrs:?} {q:?}");
         }
     }
 

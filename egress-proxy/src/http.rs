@@ -20,7 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::audit::Event;
 use crate::client::Client;
-use crate::decide::{decide_request, decide_target, in_report_mode, Carriage, Decision};
+use crate::decide::{
+    decide_overrides, decide_request, decide_target, in_report_mode, method_overrides, Carriage,
+    Decision,
+};
 use crate::gate::{self, Refusal};
 use crate::inspect::{find_leak, head_bytes, read_ahead};
 use crate::intercept;
@@ -503,6 +506,15 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
     if !verdict.decision.allow {
         let d = verdict.decision;
         return deny_with(&ctx, event, &d.rule, d.reason, verdict.status);
+    }
+    let overrides = method_overrides(
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        uri.query(),
+    );
+    if let Some(d) = decide_overrides(&ctx.proxy.policy, &host, &verdict.path, &overrides) {
+        return deny(&ctx, event, &d.rule, d.reason);
     }
     let decision = verdict.decision;
     let reuse = if !websocket {

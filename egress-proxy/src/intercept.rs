@@ -24,7 +24,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
 use crate::audit::Event;
-use crate::decide::{decide_request, Decision};
+use crate::decide::{decide_overrides, decide_request, method_overrides, Decision};
 use crate::gate;
 use crate::http::{authority_port, refusal_response, refuse, strip_hop_by_hop, Body};
 use crate::inspect::{find_leak, head_bytes, inject, read_ahead};
@@ -240,6 +240,15 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
         let mut resp = refusal_response(&r, &format!("{}:{}", tunnel.host, tunnel.port));
         *resp.status_mut() = StatusCode::from_u16(verdict.status).unwrap_or(StatusCode::FORBIDDEN);
         return resp;
+    }
+    let overrides = method_overrides(
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        req.uri().query(),
+    );
+    if let Some(d) = decide_overrides(&ctx.proxy.policy, &host, &verdict.path, &overrides) {
+        return deny(&tunnel, event, d.rule, d.reason);
     }
     let decision = verdict.decision;
     let websocket = match req.headers().get(UPGRADE) {

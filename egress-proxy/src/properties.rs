@@ -108,6 +108,8 @@ fn path_text() -> impl Strategy<Value = String> {
         Just("%00".to_string()),
         Just("%7e".to_string()),
         Just("%25".to_string()),
+        Just("%34%31".to_string()),
+        Just("%3b".to_string()),
         Just("%".to_string()),
         "[a-zA-Z0-9._~;=%-]{1,6}",
     ];

@@ -22,9 +22,12 @@ pub enum PathError {
     Nul,
     /// A raw byte outside printable ASCII.
     BadByte,
-    /// `..;x` or `.;x`: servers that strip path parameters see a dot
-    /// segment the normal form does not.
+    /// `..;x`, `.;x` or `..%3B`: servers that strip path parameters see a
+    /// dot segment the normal form does not.
     DotWithParameter,
+    /// `%25` before two hex digits (`%252e`): a server that decodes twice
+    /// sees an escape the normal form does not.
+    DoubleEncoding,
 }
 
 impl PathError {
@@ -38,6 +41,7 @@ impl PathError {
             PathError::Nul => "path-nul",
             PathError::BadByte => "path-bad-byte",
             PathError::DotWithParameter => "path-dot-segment-parameter",
+            PathError::DoubleEncoding => "path-double-encoding",
         }
     }
 }
@@ -52,6 +56,9 @@ impl fmt::Display for PathError {
             PathError::Nul => "the path contains an encoded NUL (%00)",
             PathError::BadByte => "the path contains a byte outside printable ASCII",
             PathError::DotWithParameter => "a dot segment carries a ';' parameter",
+            PathError::DoubleEncoding => {
+                "the path holds an encoded escape (%25 and two hex digits)"
+            }
         })
     }
 }
@@ -106,14 +113,34 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         }
         i += 1;
     }
-    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
-    if segments.iter().any(|s| {
-        s.split_once(';')
-            .is_some_and(|(head, _)| head == "." || head == "..")
+    // Checked on the decoded form, so `%25%34%31` (which decodes to
+    // `%2541`) is caught too and normalising twice changes nothing.
+    let d = decoded.as_bytes();
+    if (0..d.len()).any(|i| {
+        d[i..].starts_with(b"%25")
+            && d.get(i + 3).copied().and_then(hex).is_some()
+            && d.get(i + 4).copied().and_then(hex).is_some()
     }) {
+        return Err(PathError::DoubleEncoding);
+    }
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    if segments.iter().any(|s| dot_with_parameter(s)) {
         return Err(PathError::DotWithParameter);
     }
     Ok(remove_dot_segments(&segments))
+}
+
+/// Whether a segment (unreserved escapes already decoded) is a dot
+/// segment once path parameters are stripped, before or after decoding
+/// the rest: `..;x`, `.;`, `..%3B`, `..%3Bx`.
+fn dot_with_parameter(segment: &str) -> bool {
+    if segment == "." || segment == ".." {
+        return false;
+    }
+    segment
+        .replace("%3B", ";")
+        .split_once(';')
+        .is_some_and(|(head, _)| head == "." || head == "..")
 }
 
 /// RFC 3986 section 5.2.4 on an absolute path split at `/` (the leading
@@ -176,7 +203,13 @@ mod tests {
             ("/v1/%7euser", Ok("/v1/~user")),
             ("/v1/%41%62c", Ok("/v1/Abc")),
             ("/v1/a%2cb", Ok("/v1/a%2Cb")),
-            ("/v1/%252e%252e/admin", Ok("/v1/%252e%252e/admin")),
+            ("/v1/%252e%252e/admin", Err(PathError::DoubleEncoding)),
+            ("/v1/%25", Ok("/v1/%25")),
+            ("/v1/%25zz", Ok("/v1/%25zz")),
+            ("/v1/%25%34%31", Err(PathError::DoubleEncoding)),
+            ("/v1/..%3b/admin", Err(PathError::DotWithParameter)),
+            ("/v1/%2e%2e%3Bx/admin", Err(PathError::DotWithParameter)),
+            ("/v1/a%3b/x", Ok("/v1/a%3B/x")),
             ("/v1//x", Ok("/v1//x")),
             ("/v1/...", Ok("/v1/...")),
             ("/v1/..a", Ok("/v1/..a")),

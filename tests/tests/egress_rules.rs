@@ -175,6 +175,22 @@ fn plain_http_cannot_reach_paths_the_rules_refuse() {
         (
             "GET",
             api,
+            "/v1/%252e%252e/admin/secret.txt",
+            400,
+            Some("path-double-encoding"),
+            None,
+        ),
+        (
+            "GET",
+            api,
+            "/v1/..%3b/admin/secret.txt",
+            400,
+            Some("path-dot-segment-parameter"),
+            None,
+        ),
+        (
+            "GET",
+            api,
             "/v1/%7Euser/./x",
             200,
             None,
@@ -215,6 +231,27 @@ fn plain_http_cannot_reach_paths_the_rules_refuse() {
         .collect();
     assert_eq!(seen, want, "what the upstream received");
     assert!(seen.iter().all(|r| !r.contains("admin")), "{seen:?}");
+
+    // A GET-only rule does not admit a GET that asks to be a DELETE.
+    let overrides = [
+        format!("GET http://{api}:{p}/v1/hello HTTP/1.1\\r\\nHost: {api}:{p}\\r\\nX-HTTP-Method-Override: DELETE\\r\\n\\r\\n"),
+        req("GET", api, p, "/v1/hello?_method=DELETE"),
+    ];
+    let mut args = vec!["session"];
+    args.extend(overrides.iter().map(String::as_str));
+    let answers = raw(&sb, &names, &opts, &args);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    for a in answers {
+        assert_eq!(
+            (&a["status"], &a["deny"]),
+            (
+                &Value::from(403),
+                &Value::from("method-override-not-allowed")
+            ),
+            "{a}"
+        );
+    }
+    assert_eq!(up.requests().len(), want.len(), "{:?}", up.requests());
 }
 
 /// Through CONNECT, a host with rules is intercepted with the session CA
