@@ -512,7 +512,9 @@ mod tests {
             ),
             vec!["DELETE".to_string(), "PUT".to_string()]
         );
-        let cases: &[(&str, &[(&str, &str)], Option<&str>, bool)] = &[
+        // (host, headers, query, admitted)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>, bool);
+        let cases: &[Case] = &[
             ("rules.example.com", &[], None, true),
             (
                 "rules.example.com",

@@ -97,7 +97,15 @@ fn plain_http_cannot_reach_paths_the_rules_refuse() {
     let p = up.port;
     let api = "api.example.com";
     // (method, host, path, status, deny reason, path the upstream sees)
-    let cases: &[(&str, &str, &str, u16, Option<&str>, Option<&str>)] = &[
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        u16,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let cases: &[Case] = &[
         ("GET", api, "/v1/hello", 200, None, Some("/v1/hello")),
         (
             "DELETE",
