@@ -91,6 +91,10 @@ pub fn record_rejected_head(ctx: &ConnCtx, e: &hyper::Error, protocol: &'static 
         (431, "request-head-too-large")
     } else if e.is_parse() || e.is_parse_status() {
         (400, "bad-request")
+    } else if e.is_incomplete_message() {
+        // Closed halfway through a request head or body: nothing answered,
+        // but it was an attempt.
+        (400, "incomplete-request")
     } else {
         return;
     };
@@ -272,36 +276,34 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
         return deny(&ctx, event, &d.rule, d.reason);
     }
     if let (Ok(Host::Name(name)), Carriage::Intercept) = (parsed, carriage) {
-        {
-            let upstream = match intercept::dial(&ctx, &host, port, &mut event).await {
-                Ok(s) => s,
-                Err(r) => {
-                    return refuse(&ctx, event, started, &r, &target);
+        let upstream = match intercept::dial(&ctx, &host, port, &mut event).await {
+            Ok(s) => s,
+            Err(r) => {
+                return refuse(&ctx, event, started, &r, &target);
+            }
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    intercept::serve(
+                        TokioIo::new(upgraded),
+                        ctx,
+                        name,
+                        port,
+                        upstream,
+                        event,
+                        started,
+                    )
+                    .await
                 }
-            };
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        intercept::serve(
-                            TokioIo::new(upgraded),
-                            ctx,
-                            name,
-                            port,
-                            upstream,
-                            event,
-                            started,
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        event.error = Some(format!("upgrade failed: {e}"));
-                        ctx.finish(event);
-                    }
+                Err(e) => {
+                    event.error = Some(format!("upgrade failed: {e}"));
+                    ctx.finish(event);
                 }
-            });
-            return Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
-        }
+            }
+        });
+        return Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
     }
     let upstream = match gate::open(&ctx.proxy, &host, port, &mut event).await {
         Ok(s) => s,

@@ -1,7 +1,8 @@
 //! A proxy without a CA (the library used on its own, no credentials and
 //! no interception configured) must still never tunnel a host with
 //! method/path rules opaquely: CONNECT gets 403 and SOCKS5 reply 2, both
-//! before any lookup. Real sockets, a real proxy, a real audit file.
+//! before any lookup. And a request cut off halfway still leaves its audit
+//! line. Real sockets, a real proxy, a real audit file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +85,33 @@ async fn connect_to_a_host_with_rules_without_a_ca_is_refused() {
     );
 }
 
+/// Waits (bounded) until the audit file holds `needle`; returns it.
+async fn audit_with(p: &Running, needle: &str) -> String {
+    let mut log = String::new();
+    for _ in 0..500 {
+        log = std::fs::read_to_string(&p.audit).unwrap_or_default();
+        if log.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log
+}
+
+#[tokio::test]
+async fn a_request_head_cut_off_halfway_leaves_a_line() {
+    let p = start();
+    let mut s = UnixStream::connect(&p.socket).await.expect("connect");
+    s.write_all(b"GET http://rules.example.com/v1/x HTTP/1.1\r\nHost: rul")
+        .await
+        .expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut rest)).await;
+    let log = audit_with(&p, "incomplete-request").await;
+    assert!(log.contains("incomplete-request"), "{log}");
+}
+
 #[tokio::test]
 async fn socks5_to_a_host_with_rules_is_refused_with_reply_2() {
     let p = start();
@@ -92,13 +120,6 @@ async fn socks5_to_a_host_with_rules_is_refused_with_reply_2() {
     req.extend_from_slice(&443u16.to_be_bytes());
     let answer = exchange(&p.socket, &req, 4).await;
     assert_eq!(answer, vec![5, 0, 5, 2], "method reply, then 'not allowed'");
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = std::fs::read_to_string(&p.audit).unwrap_or_default();
-        if log.contains("rules-need-inspection") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let log = audit_with(&p, "rules-need-inspection").await;
     assert!(log.contains("rules-need-inspection"), "{log}");
 }
