@@ -532,7 +532,8 @@ pub fn split_redacted(path_and_query: &str) -> (String, Option<String>) {
                 .filter(|kv| !kv.is_empty())
                 .map(|kv| match kv.split_once('=') {
                     Some((k, _)) => format!("{k}=REDACTED"),
-                    None => kv.to_string(),
+                    // `?TOKEN`: a bare component is a value, not a name.
+                    None => "REDACTED".to_string(),
                 })
                 .collect();
             (path.to_string(), Some(redacted.join("&")))
@@ -588,7 +589,18 @@ mod tests {
             split_redacted("/v1/x?token=s3cret&flag&b=2"),
             (
                 "/v1/x".to_string(),
-                Some("token=REDACTED&flag&b=REDACTED".to_string())
+                Some("token=REDACTED&REDACTED&b=REDACTED".to_string())
+            )
+        );
+        assert_eq!(
+            split_redacted("/v1/x?sk-live-TOKEN"),
+            ("/v1/x".to_string(), Some("REDACTED".to_string()))
+        );
+        assert_eq!(
+            split_redacted("/v1/x?a==b&&=c"),
+            (
+                "/v1/x".to_string(),
+                Some("a=REDACTED&=REDACTED".to_string())
             )
         );
         assert_eq!(split_redacted("/plain"), ("/plain".to_string(), None));

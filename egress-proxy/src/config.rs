@@ -26,13 +26,17 @@ pub struct RawNetwork {
     #[schemars(with = "Vec<String>")]
     pub deny: Vec<Spanned<String>>,
     /// Non-public address ranges that may be dialled (e.g. `10.0.0.0/8`).
+    /// Allowing a range allows everything in it: an IP literal inside it is
+    /// tunnelled opaquely, and `rules` (which are by name) do not apply.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub allow_cidr: Vec<Spanned<String>>,
     /// Ports for entries without one (default `[80, 443]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<u16>>,
-    /// Method/path rules for intercepted hosts.
+    /// Method/path rules. A host with rules is reachable only where the
+    /// proxy sees every request: plain HTTP (checked per request), HTTPS
+    /// (intercepted with the session CA); SOCKS5 to it is refused.
     #[serde(default)]
     pub rules: Vec<RawHostRule>,
 }
@@ -47,7 +51,8 @@ pub struct RawHostRule {
     /// Allowed methods (empty: any).
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Allowed paths; a trailing `*` makes a prefix (empty: any).
+    /// Allowed paths, in RFC 3986 normal form; a trailing `*` makes a
+    /// prefix (empty: any). Requests are matched in normal form.
     #[serde(default)]
     pub paths: Vec<String>,
 }
@@ -191,6 +196,23 @@ impl RawNetwork {
             }
             if r.paths.iter().any(|p| !p.starts_with('/')) {
                 return Err(at(text, pos, "paths start with '/'"));
+            }
+            // Requests are matched in normal form, so a rule written in
+            // another form would never match what it seems to say.
+            if let Some(p) = r.paths.iter().find(|p| {
+                let prefix = p.strip_suffix('*').unwrap_or(p);
+                !crate::reqpath::is_normal(prefix)
+            }) {
+                let prefix = p.strip_suffix('*').unwrap_or(p);
+                let hint = match crate::reqpath::normalize(prefix) {
+                    Ok(n) => format!("write it as '{n}'"),
+                    Err(e) => e.to_string(),
+                };
+                return Err(at(
+                    text,
+                    pos,
+                    &format!("path '{p}' is not in normal form (RFC 3986): {hint}"),
+                ));
             }
             rules.push(HostRule {
                 host,

@@ -81,6 +81,15 @@ fn explain(reason: &str) -> &'static str {
         "sni-mismatch" => "the TLS server name is not the CONNECT host",
         "method-or-path-not-allowed" => "no rule for this host allows this method and path",
         "connection-limit" => "too many connections from this sandbox",
+        "rules-need-interception" => {
+            "the host has method/path rules and this proxy has no CA to inspect its requests"
+        }
+        "rules-need-inspection" => "the host has method/path rules, which SOCKS5 cannot show",
+        "method-override-not-allowed" => "no rule for this host allows the overriding method",
+        "bad-port" => "the port is not a number from 1 to 65535",
+        r if r.starts_with("path-") => {
+            "the path is ambiguous (encoded '/' or '\\', NUL, a bad or double escape, '..;')"
+        }
         _ => "denied",
     }
 }

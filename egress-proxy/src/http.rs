@@ -20,7 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::audit::Event;
 use crate::client::Client;
-use crate::decide::{decide_target, in_report_mode, Decision};
+use crate::decide::{
+    decide_overrides, decide_request, decide_target, in_report_mode, method_overrides, Carriage,
+    Decision,
+};
 use crate::gate::{self, Refusal};
 use crate::inspect::{find_leak, head_bytes, read_ahead};
 use crate::intercept;
@@ -70,8 +73,40 @@ where
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut shutdown = ctx.shutdown.clone();
-    let serve = async { conn.await.err().map(|e| e.to_string()) };
+    let serve = async {
+        let e = conn.await.err()?;
+        record_rejected_head(&ctx, &e, "http");
+        Some(e.to_string())
+    };
     tunnel::bounded(serve, &ctx.meter, &limits, &mut shutdown).await;
+}
+
+/// A request head the HTTP parser refused (a bad header line, conflicting
+/// `Content-Length`, an oversized head: hyper answers 400 or 431 itself)
+/// still leaves an audit line, so every attempt is on record. (A header
+/// timeout is not logged: hyper's also fires on an idle kept-alive
+/// connection, which is no attempt.)
+pub fn record_rejected_head(ctx: &ConnCtx, e: &hyper::Error, protocol: &'static str) {
+    let (status, reason) = if e.is_parse_too_large() {
+        (431, "request-head-too-large")
+    } else if e.is_parse() || e.is_parse_status() {
+        (400, "bad-request")
+    } else if e.is_incomplete_message() {
+        // Closed halfway through a request head or body: nothing answered,
+        // but it was an attempt.
+        (400, "incomplete-request")
+    } else {
+        return;
+    };
+    let mut event = ctx.event("http_request", protocol);
+    event.status = Some(status);
+    event.error = Some(e.to_string());
+    event.decision = Some(Decision {
+        allow: false,
+        rule: "request-syntax".into(),
+        reason,
+    });
+    ctx.finish(event);
 }
 
 /// The HTTP/1.1 server side with our limits on request heads (the plain
@@ -140,7 +175,19 @@ pub fn refuse(
 }
 
 /// Denies without touching the network; logs it.
-fn deny(ctx: &ConnCtx, mut event: Event, rule: &str, reason: &'static str) -> Response<Body> {
+fn deny(ctx: &ConnCtx, event: Event, rule: &str, reason: &'static str) -> Response<Body> {
+    deny_with(ctx, event, rule, reason, 403)
+}
+
+/// Denies with `status` (400 for malformed requests, 403 for policy);
+/// logs it.
+fn deny_with(
+    ctx: &ConnCtx,
+    mut event: Event,
+    rule: &str,
+    reason: &'static str,
+    status: u16,
+) -> Response<Body> {
     let d = Decision {
         allow: false,
         rule: rule.to_string(),
@@ -149,9 +196,36 @@ fn deny(ctx: &ConnCtx, mut event: Event, rule: &str, reason: &'static str) -> Re
     let target = format!("{}:{}", event.host, event.port);
     let r = Refusal::Policy(d.clone());
     event.decision = Some(d);
-    event.status = Some(403);
+    event.status = Some(status);
     ctx.finish(event);
-    refusal_response(&r, &target)
+    let mut resp = refusal_response(&r, &target);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    resp
+}
+
+/// Asks hyper to close the connection after `resp`: a client that sent a
+/// malformed request target is not trusted to frame the next one.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The port an authority names, or `default` when it names none. The text
+/// after the host must be `:` and a decimal port 1-65535, or nothing:
+/// `host:83616` and `host:443.evil.test` are errors, never read as the
+/// default port.
+pub fn authority_port(a: &hyper::http::uri::Authority, default: Option<u16>) -> Option<u16> {
+    let s = a.as_str();
+    let hostport = s.rsplit_once('@').map_or(s, |(_, h)| h);
+    let rest = hostport.strip_prefix(a.host())?;
+    let Some(digits) = rest.strip_prefix(':') else {
+        return if rest.is_empty() { default } else { None };
+    };
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u16>().ok().filter(|p| *p != 0)
 }
 
 async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<Body> {
@@ -161,10 +235,10 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
     let Some((host, port)) = req
         .uri()
         .authority()
-        .and_then(|a| Some((a.host().to_string(), a.port_u16()?)))
+        .and_then(|a| Some((a.host().to_string(), authority_port(a, None)?)))
     else {
         event.host = req.uri().to_string();
-        return deny(&ctx, event, "request-syntax", "bad-name");
+        return closing(deny_with(&ctx, event, "request-syntax", "bad-port", 400));
     };
     let target = format!("{host}:{port}");
     if let Some(leak) = ctx.proxy.interception.as_ref().and_then(|i| {
@@ -181,37 +255,55 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
             "credential-leak",
         );
     }
-    if let Ok(Host::Name(name)) = parse_host(&host) {
-        if ctx.proxy.intercepts(&name) {
-            let upstream = match intercept::dial(&ctx, &host, port, &mut event).await {
-                Ok(s) => s,
-                Err(r) => {
-                    return refuse(&ctx, event, started, &r, &target);
-                }
-            };
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        intercept::serve(
-                            TokioIo::new(upgraded),
-                            ctx,
-                            name,
-                            port,
-                            upstream,
-                            event,
-                            started,
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        event.error = Some(format!("upgrade failed: {e}"));
-                        ctx.finish(event);
-                    }
-                }
-            });
-            return Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+    let parsed = parse_host(&host);
+    let carriage = match &parsed {
+        Ok(h)
+            if in_report_mode(&ctx.proxy.policy, decide_target(&ctx.proxy.policy, h, port))
+                .allow =>
+        {
+            ctx.proxy.carriage(h, false)
         }
+        // Refused anyway, by the gate below, with the destination's reason.
+        _ => Carriage::Opaque,
+    };
+    if let Carriage::Refuse(d) = carriage {
+        event.host = host.clone();
+        event.port = port;
+        event.error = Some(
+            "the host has method/path rules and this proxy has no CA to inspect its requests"
+                .into(),
+        );
+        return deny(&ctx, event, &d.rule, d.reason);
+    }
+    if let (Ok(Host::Name(name)), Carriage::Intercept) = (parsed, carriage) {
+        let upstream = match intercept::dial(&ctx, &host, port, &mut event).await {
+            Ok(s) => s,
+            Err(r) => {
+                return refuse(&ctx, event, started, &r, &target);
+            }
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    intercept::serve(
+                        TokioIo::new(upgraded),
+                        ctx,
+                        name,
+                        port,
+                        upstream,
+                        event,
+                        started,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    event.error = Some(format!("upgrade failed: {e}"));
+                    ctx.finish(event);
+                }
+            }
+        });
+        return Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
     }
     let upstream = match gate::open(&ctx.proxy, &host, port, &mut event).await {
         Ok(s) => s,
@@ -312,7 +404,8 @@ pub fn host_header_agrees(headers: &HeaderMap, host: &Host, port: u16) -> bool {
     let Ok(auth) = value.parse::<hyper::http::uri::Authority>() else {
         return false;
     };
-    parse_host(auth.host()).is_ok_and(|h| &h == host) && auth.port_u16().unwrap_or(80) == port
+    parse_host(auth.host()).is_ok_and(|h| &h == host)
+        && authority_port(&auth, Some(80)) == Some(port)
 }
 
 async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
@@ -335,8 +428,11 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
         return resp;
     };
     let raw_host = authority.host().to_string();
-    let port = authority.port_u16().unwrap_or(80);
     event.host = raw_host.clone();
+    let Some(port) = authority_port(authority, Some(80)) else {
+        event.error = Some(format!("'{authority}' does not name a port 1-65535"));
+        return closing(deny_with(&ctx, event, "request-syntax", "bad-port", 400));
+    };
     event.port = port;
     let host = match parse_host(&raw_host) {
         Ok(h) => h,
@@ -400,11 +496,30 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
 
     // Re-decide on every request, kept-alive or not; reuse the upstream
     // connection only for the same destination.
-    let decision = in_report_mode(
+    // The destination, and the host's method/path rules on the path in
+    // normal form: the same function `policy explain --url` asks.
+    let verdict = decide_request(
         &ctx.proxy.policy,
-        decide_target(&ctx.proxy.policy, &host, port),
+        &host,
+        port,
+        req.method().as_str(),
+        uri.path(),
     );
-    let reuse = if decision.allow && !websocket {
+    if !verdict.decision.allow {
+        let d = verdict.decision;
+        return deny_with(&ctx, event, &d.rule, d.reason, verdict.status);
+    }
+    let overrides = method_overrides(
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        uri.query(),
+    );
+    if let Some(d) = decide_overrides(&ctx.proxy.policy, &host, &verdict.path, &overrides) {
+        return deny(&ctx, event, &d.rule, d.reason);
+    }
+    let decision = verdict.decision;
+    let reuse = if !websocket {
         state.take_cached(&host, port)
     } else {
         None
@@ -452,10 +567,12 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
     if let Ok(v) = HeaderValue::from_str(&host_value) {
         parts.headers.insert(HOST, v);
     }
-    parts.uri = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
+    // The path the rules judged (normal form under rules), not the raw one.
+    let forwarded = match uri.query() {
+        Some(q) => format!("{}?{q}", verdict.path),
+        None => verdict.path,
+    };
+    parts.uri = forwarded
         .parse::<Uri>()
         .unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
@@ -569,6 +686,32 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn ports_that_are_not_ports_are_never_read_as_the_default() {
+        let port = |s: &str, default| {
+            s.parse::<hyper::http::uri::Authority>()
+                .ok()
+                .and_then(|a| authority_port(&a, default))
+        };
+        let cases: &[(&str, Option<u16>, Option<u16>)] = &[
+            ("api.example.com", Some(80), Some(80)),
+            ("api.example.com", None, None),
+            ("api.example.com:8080", Some(80), Some(8080)),
+            ("[::1]:443", None, Some(443)),
+            ("[::1]", Some(443), Some(443)),
+            ("user@api.example.com:81", Some(80), Some(81)),
+            ("api.example.com:83616", Some(80), None),
+            ("api.example.com:443.evil.test", Some(80), None),
+            ("api.example.com:0", Some(80), None),
+            ("api.example.com:", Some(80), None),
+            ("api.example.com:+80", Some(80), None),
+            ("api.example.com:000080", Some(80), None),
+        ];
+        for (auth, default, want) in cases {
+            assert_eq!(port(auth, *default), *want, "{auth}");
+        }
     }
 
     #[test]

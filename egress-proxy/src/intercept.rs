@@ -24,9 +24,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
 use crate::audit::Event;
-use crate::decide::{decide_target, in_report_mode, Decision};
+use crate::decide::{decide_overrides, decide_request, method_overrides, Decision};
 use crate::gate;
-use crate::http::{refusal_response, refuse, strip_hop_by_hop, Body};
+use crate::http::{authority_port, refusal_response, refuse, strip_hop_by_hop, Body};
 use crate::inspect::{find_leak, head_bytes, inject, read_ahead};
 use crate::name::{parse_host, Host};
 use crate::proxy::ConnCtx;
@@ -171,7 +171,9 @@ pub async fn serve<S>(
     let mut shutdown = ctx.shutdown.clone();
     // A connection that merely closed is no error for the record.
     let serve = async {
-        let _ = conn.await;
+        if let Err(e) = conn.await {
+            crate::http::record_rejected_head(&ctx, &e, "https");
+        }
         None
     };
     event.error = tunnel::bounded(serve, &ctx.meter, &limits, &mut shutdown).await;
@@ -215,38 +217,40 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
         None => true,
         Some(a) => {
             parse_host(a.host()).is_ok_and(|h| h == host)
-                && a.port_u16().unwrap_or(443) == tunnel.port
+                && authority_port(a, Some(443)) == Some(tunnel.port)
         }
     };
     if !uri_ok || !host_header_agrees_port(&req, &host, tunnel.port) {
         return deny(&tunnel, event, "host-header".into(), "host-mismatch");
     }
-    let decision = in_report_mode(
+    // The destination, and the host's method/path rules on the path in
+    // normal form: the same function `policy explain --url` asks.
+    let verdict = decide_request(
         &ctx.proxy.policy,
-        decide_target(&ctx.proxy.policy, &host, tunnel.port),
+        &host,
+        tunnel.port,
+        req.method().as_str(),
+        req.uri().path(),
     );
-    if !decision.allow {
-        return deny(&tunnel, event, decision.rule, decision.reason);
+    if !verdict.decision.allow {
+        let r = gate::Refusal::Policy(verdict.decision.clone());
+        event.decision = Some(verdict.decision);
+        event.status = Some(verdict.status);
+        ctx.finish(event);
+        let mut resp = refusal_response(&r, &format!("{}:{}", tunnel.host, tunnel.port));
+        *resp.status_mut() = StatusCode::from_u16(verdict.status).unwrap_or(StatusCode::FORBIDDEN);
+        return resp;
     }
-    let rules: Vec<_> = ctx
-        .proxy
-        .policy
-        .rules
-        .iter()
-        .filter(|r| r.host.matches(&tunnel.host))
-        .collect();
-    if !rules.is_empty()
-        && !rules
+    let overrides = method_overrides(
+        req.headers()
             .iter()
-            .any(|r| r.admits(req.method().as_str(), req.uri().path()))
-    {
-        return deny(
-            &tunnel,
-            event,
-            format!("rules:{}", tunnel.host),
-            "method-or-path-not-allowed",
-        );
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        req.uri().query(),
+    );
+    if let Some(d) = decide_overrides(&ctx.proxy.policy, &host, &verdict.path, &overrides) {
+        return deny(&tunnel, event, d.rule, d.reason);
     }
+    let decision = verdict.decision;
     let websocket = match req.headers().get(UPGRADE) {
         None => false,
         Some(v) if v.as_bytes().eq_ignore_ascii_case(b"websocket") => true,
@@ -311,11 +315,12 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
     if let Ok(v) = HeaderValue::from_str(&host_value) {
         parts.headers.insert(HOST, v);
     }
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
+    // The path the rules judged (normal form under rules), not the raw one.
+    let forwarded = match parts.uri.query() {
+        Some(q) => format!("{}?{q}", verdict.path),
+        None => verdict.path,
+    };
+    parts.uri = forwarded
         .parse::<Uri>()
         .unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
@@ -400,7 +405,7 @@ fn host_header_agrees_port<B>(req: &Request<B>, host: &Host, port: u16) -> bool 
             .and_then(|s| s.parse::<hyper::http::uri::Authority>().ok())
             .is_some_and(|a| {
                 parse_host(a.host()).is_ok_and(|h| &h == host)
-                    && a.port_u16().unwrap_or(443) == port
+                    && authority_port(&a, Some(443)) == Some(port)
             }),
     }
 }

@@ -28,6 +28,7 @@ pub mod name;
 pub mod ocsf;
 pub mod policy;
 pub mod proxy;
+pub mod reqpath;
 pub mod resolve;
 pub mod seal;
 pub mod secrets;
@@ -37,6 +38,9 @@ pub mod splice;
 pub mod tls;
 pub mod tunnel;
 pub mod verify;
+
+#[cfg(test)]
+mod properties;
 
 pub use audit::AuditLog;
 pub use limits::Limits;

@@ -15,9 +15,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{AuditLog, Event, Peer, SandboxTag};
 use crate::ca::SessionCa;
+use crate::decide::{decide_tunnel, Carriage};
 use crate::limits::Limits;
 use crate::meter::{Meter, Metered, Side};
 use crate::metrics::Metrics;
+use crate::name::Host;
 use crate::policy::NetworkPolicy;
 use crate::secrets::Credentials;
 use crate::{http, socks};
@@ -112,13 +114,24 @@ impl Proxy {
         })
     }
 
-    /// Whether CONNECTs to `host` are intercepted: it carries a credential
-    /// or has method/path rules.
-    pub fn intercepts(&self, host: &str) -> bool {
-        self.interception.as_ref().is_some_and(|i| {
-            i.credentials.any_bound_to(host)
-                || self.policy.rules.iter().any(|r| r.host.matches(host))
-        })
+    /// How a tunnel to `host` is carried (see [`decide_tunnel`]): CONNECTs
+    /// to hosts with credentials or rules are intercepted; a host with
+    /// rules is never tunnelled opaquely.
+    pub fn carriage(&self, host: &Host, socks: bool) -> Carriage {
+        let has_credential = match host {
+            Host::Name(name) => self
+                .interception
+                .as_ref()
+                .is_some_and(|i| i.credentials.any_bound_to(name)),
+            Host::Ip(_) => false,
+        };
+        decide_tunnel(
+            &self.policy,
+            host,
+            has_credential,
+            self.interception.is_some(),
+            socks,
+        )
     }
 
     /// Accepts connections until `shutdown` turns true, then waits up to
@@ -269,11 +282,37 @@ impl Proxy {
             let first = tokio::time::timeout(header_timeout, first_byte(&stream)).await;
             let stream = Metered::new(stream, ctx.meter.clone(), Side::Client);
             match first {
-                Ok(Some(0x05)) => socks::serve(stream, ctx).await,
+                Ok(Some(b)) if sniff(b) == Sniffed::Socks5 => socks::serve(stream, ctx).await,
                 Ok(Some(_)) => http::serve(stream, ctx).await,
-                Ok(None) | Err(_) => {}
+                // Closed before a byte: nothing was attempted.
+                Ok(None) => {}
+                Err(_) => {
+                    let mut event = ctx.event("connection", "unknown");
+                    event.error = Some("no request within the header timeout".into());
+                    ctx.finish(event);
+                }
             }
         });
+    }
+}
+
+/// Which protocol a connection speaks, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    /// SOCKS version 5 greeting.
+    Socks5,
+    /// Anything else is handed to the HTTP/1.1 parser, which refuses what
+    /// is not HTTP (400 and an audit line).
+    Http,
+}
+
+/// The protocol for a connection whose first byte is `first`: 0x05 is the
+/// SOCKS5 version byte, which no HTTP method starts with.
+pub fn sniff(first: u8) -> Sniffed {
+    if first == 0x05 {
+        Sniffed::Socks5
+    } else {
+        Sniffed::Http
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use egress_proxy::decide::decide_target;
+use egress_proxy::decide::{decide_request, decide_target};
 use egress_proxy::name::{parse_host, Host};
 
 use super::deny::shown_by;
@@ -280,6 +280,9 @@ pub fn url(eff: &Effective, url: &str, method: &str) -> Result<Explanation, Stri
             })
         }
     };
+    // The verdict is the proxy's own: the same function it calls on every
+    // request it sees. `decide_target` only finds where the rule was written.
+    let verdict = decide_request(&policy, &host, port, method, req_path);
     let d = decide_target(&policy, &host, port);
     let r = &eff.rules;
     let origin = if let Some(p) = d.rule.strip_prefix("allow:") {
@@ -301,33 +304,42 @@ pub fn url(eff: &Effective, url: &str, method: &str) -> Result<Explanation, Stri
         None
     };
     let at = origin.map(|o| format!(" ({o})")).unwrap_or_default();
-    if !d.allow {
-        return Ok(Explanation {
-            allowed: false,
-            because: format!("denied by {}{at}: {}", d.rule, d.reason),
-        });
-    }
-    let mut because = format!("allowed by {}{at} on port {port}", d.rule);
-    if let Host::Name(name) = &host {
-        let rules: Vec<_> = r
+    let host_rules: Vec<_> = match &host {
+        Host::Name(name) => r
             .host_rules
             .iter()
             .filter(|h| h.value.host.matches(name))
-            .collect();
-        if !rules.is_empty() {
-            match rules.iter().find(|h| h.value.admits(method, req_path)) {
-                Some(h) => because.push_str(&format!("; {method} {req_path} admitted by network.rules ({})", h.origin)),
-                None => {
-                    return Ok(Explanation {
-                        allowed: false,
-                        because: format!(
-                            "denied: the host is allowed{at} but network.rules for it ({}) admit no {method} {req_path}",
-                            rules[0].origin
-                        ),
-                    })
-                }
-            }
-        }
+            .collect(),
+        Host::Ip(_) => Vec::new(),
+    };
+    if !verdict.decision.allow {
+        let because = match (verdict.decision.rule.as_str(), host_rules.first()) {
+            ("path-syntax", _) => format!(
+                "refused (400): the path {req_path} is ambiguous under network.rules: {}",
+                verdict.decision.reason
+            ),
+            (rule, Some(h)) if rule.starts_with("rules:") => format!(
+                "denied: the host is allowed{at} but network.rules for it ({}) admit no {method} {}",
+                h.origin, verdict.path
+            ),
+            (rule, _) => format!("denied by {rule}{at}: {}", verdict.decision.reason),
+        };
+        return Ok(Explanation {
+            allowed: false,
+            because,
+        });
+    }
+    let mut because = format!("allowed by {}{at} on port {port}", d.rule);
+    if let Some(h) = host_rules
+        .iter()
+        .find(|h| h.value.admits(method, &verdict.path))
+    {
+        because.push_str(&format!(
+            "; {method} {} admitted by network.rules ({}); HTTPS is intercepted and SOCKS5 refused for this host",
+            verdict.path, h.origin
+        ));
+    }
+    if let Host::Name(name) = &host {
         for c in r.credentials.iter().filter(|c| c.value.bound_to(name)) {
             because.push_str(&format!(
                 "; credential '{}' applies ({})",
@@ -386,6 +398,63 @@ mod tests {
         }
         assert!(url(&e, "ftp://a.example.com/", "GET").is_err());
         assert!(url(&e, "a.example.com", "GET").is_err());
+    }
+
+    /// `policy explain --url` and the proxy's enforcement agree, row by
+    /// row, because both ask `decide_request`: the answer printed is the
+    /// one the proxy gives (status, rule) for the same method and URL.
+    #[test]
+    fn explain_and_the_proxy_agree_on_every_request() {
+        let e = eff("[network]\nallow = [\"rules.example.com\", \"free.example.com\"]\nallow_cidr = [\"127.0.0.0/8\"]\n[[network.rules]]\nhost = \"rules.example.com\"\nmethods = [\"GET\"]\npaths = [\"/v1/*\"]\n");
+        let policy = e.network_policy();
+        // (method, url, allowed, proxy status when refused)
+        let cases: &[(&str, &str, bool, u16)] = &[
+            ("GET", "https://rules.example.com/v1/models", true, 200),
+            ("GET", "http://rules.example.com/v1/models?x=1", true, 200),
+            (
+                "DELETE",
+                "http://rules.example.com/admin/secret.txt",
+                false,
+                403,
+            ),
+            ("DELETE", "https://rules.example.com/v1/models", false, 403),
+            (
+                "GET",
+                "https://rules.example.com/v1/../admin/secret.txt",
+                false,
+                403,
+            ),
+            (
+                "GET",
+                "https://rules.example.com/v1/%2e%2e/admin/secret.txt",
+                false,
+                403,
+            ),
+            (
+                "GET",
+                "https://rules.example.com/v1/..%2fadmin/secret.txt",
+                false,
+                400,
+            ),
+            ("GET", "https://rules.example.com/v1/x/../y", true, 200),
+            ("DELETE", "http://free.example.com/anything", true, 200),
+            ("GET", "https://evil.example.com/v1/models", false, 403),
+            ("GET", "http://127.0.0.1/v1/../admin", true, 200),
+        ];
+        for (method, u, allowed, status) in cases {
+            let x = url(&e, u, method).expect("parses");
+            let (scheme, rest) = u.split_once("://").expect("url");
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let host = parse_host(&rest[..end]).expect("host");
+            let port = if scheme == "https" { 443 } else { 80 };
+            let path = rest[end..].split('?').next().unwrap_or("/");
+            let proxy = decide_request(&policy, &host, port, method, path);
+            assert_eq!(x.allowed, *allowed, "{method} {u}: {}", x.because);
+            assert_eq!(proxy.decision.allow, x.allowed, "{method} {u}");
+            if !allowed {
+                assert_eq!(proxy.status, *status, "{method} {u}");
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod format;
 pub mod load;
 pub mod managed;
 pub mod merge;
+#[cfg(test)]
+mod properties;
 pub mod protect;
 pub mod show;
 pub mod suggest;
