@@ -134,25 +134,30 @@ impl Detached {
 /// A user namespace whose only mapping is the tree owner's ids onto the
 /// agent's: a process in it waits until we have its descriptor.
 fn user_namespace(map: &IdMap) -> Result<OwnedFd, SetupError> {
-    // SAFETY: a raw clone with a NULL stack behaves like fork(2); the child
-    // only calls pause(2) and _exit(2), both async-signal-safe, so it is
-    // sound even if another thread held a lock at the fork.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == 0 {
+    /// The child's whole life: wait to be killed.
+    extern "C" fn wait_forever(_: *mut libc::c_void) -> libc::c_int {
         loop {
-            // SAFETY: pause has no preconditions; we wait to be killed.
+            // SAFETY: pause has no preconditions.
             unsafe { libc::pause() };
         }
     }
+    // The child shares our memory (CLONE_VM: no page tables to copy, the
+    // cheapest clone there is) and runs only `wait_forever` on this stack,
+    // which outlives it: it is killed and reaped below before the stack
+    // is dropped.
+    let mut stack = vec![0u8; 16 << 10];
+    // SAFETY: the stack pointer is the (16-byte aligned) top of a live
+    // buffer; `wait_forever` touches no shared state; the child is reaped
+    // before `stack` goes away.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        libc::clone(
+            wait_forever,
+            top as *mut libc::c_void,
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
+            std::ptr::null_mut(),
+        )
+    };
     if pid < 0 {
         return Err(SetupError::io(
             LAYER,
@@ -160,7 +165,6 @@ fn user_namespace(map: &IdMap) -> Result<OwnedFd, SetupError> {
             std::io::Error::last_os_error(),
         ));
     }
-    let pid = pid as libc::pid_t;
     let result = (|| {
         let proc = format!("/proc/{pid}");
         write_map(
@@ -175,11 +179,13 @@ fn user_namespace(map: &IdMap) -> Result<OwnedFd, SetupError> {
             .map(OwnedFd::from)
             .map_err(|e| SetupError::io(LAYER, "open the idmapping's user namespace", e))
     })();
-    // SAFETY: plain kill and waitpid on our own child.
+    // SAFETY: plain kill and waitpid on our own child (__WALL: a clone
+    // child may not report with SIGCHLD semantics to every waiter).
     unsafe {
         libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
+        libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
     }
+    drop(stack);
     result
 }
 
