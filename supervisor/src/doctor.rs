@@ -234,9 +234,14 @@ fn trial_run() -> Check {
     let exe = std::env::current_exe();
     let dir = std::env::temp_dir().join(format!("airlock-doctor-{}", std::process::id()));
     let result = exe.map_err(|e| e.to_string()).and_then(|exe| {
-        // Created as whoever runs doctor (root: a root-owned tree, as a
-        // container's /work is), so the trial also proves the idmapping.
+        // Created as whoever runs doctor (root: a root-owned tree), so the
+        // trial also proves the idmapping; where there is none (a
+        // container: the line above says so), the agent's uid owns it.
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if nix::unistd::geteuid().is_root() && crate::idmap::supported(&dir).is_err() {
+            let id = crate::plan::DEFAULT_UNPRIVILEGED_ID;
+            let _ = std::os::unix::fs::chown(&dir, Some(id), Some(id));
+        }
         Command::new(exe)
             .args(["run", "--workspace"])
             .arg(&dir)

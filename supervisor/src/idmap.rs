@@ -10,6 +10,11 @@
 //! the files; on disk, what it creates belongs to the tree's owner, and
 //! root's files stay root's.
 //!
+//! Not in an unprivileged container (no `CAP_SYS_ADMIN` over the host's
+//! filesystems) nor on overlayfs itself (a container's root): there a
+//! tree owned by another non-root user runs the agent as that user, and a
+//! root-owned one is refused with the fix (`plan::root_agent_ids`).
+//!
 //! Setting an idmapping needs `CAP_SYS_ADMIN` over the filesystem's user
 //! namespace, which only the supervisor (root in the initial namespace)
 //! has: it clones each tree into a detached mount (`open_tree`) and
@@ -51,7 +56,6 @@ const SUPPORT: &[(i64, &str, (u32, u32))] = &[
     (0x4d44, "vfat", (5, 12)),
     (0x9123_683E, "btrfs", (5, 15)),
     (0xF2F5_2010, "f2fs", (5, 18)),
-    (0x794c_7630, "overlay", (5, 19)),
     (0x0102_1994, "tmpfs", (6, 3)),
     (0x00c3_6400, "ceph", (6, 7)),
 ];
@@ -71,10 +75,38 @@ pub fn support(magic: i64, kernel: (u32, u32)) -> Result<&'static str, String> {
     }
 }
 
-/// [`support`] for the filesystem holding `path` on the running kernel.
+/// [`support`] for the filesystem holding `path` on the running kernel,
+/// for this process: setting an idmapping needs `CAP_SYS_ADMIN` over the
+/// filesystem's user namespace, which root has on the host but not in an
+/// unprivileged container.
 pub fn supported(path: &Path) -> Result<&'static str, String> {
+    privileged()?;
     let fs = nix::sys::statfs::statfs(path).map_err(|e| format!("statfs: {e}"))?;
     support(fs.filesystem_type().0 as i64, kernel())
+}
+
+/// The initial user namespace's inode number (`PROC_USER_INIT_INO`).
+const INIT_USER_NS: u64 = 0xEFFF_FFFD;
+
+/// Whether this process may idmap a host filesystem: `CAP_SYS_ADMIN`,
+/// effective, in the initial user namespace.
+fn privileged() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let initial = std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == INIT_USER_NS);
+    let admin = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false);
+    if initial && admin {
+        return Ok(());
+    }
+    Err(
+        "idmapped mounts need CAP_SYS_ADMIN in the initial user namespace, which this \
+         process lacks (an unprivileged container?)"
+            .into(),
+    )
 }
 
 /// The running kernel's `(major, minor)`.
@@ -299,7 +331,12 @@ mod tests {
                 Err("tmpfs supports idmapped mounts from Linux 6.3"),
             ),
             (0x0102_1994, (6, 18), Ok("tmpfs")),
-            (0x794c_7630, (6, 1), Ok("overlay")),
+            // overlayfs supports idmapped layers, not idmapped overlay mounts.
+            (
+                0x794c_7630,
+                (6, 18),
+                Err("does not support idmapped mounts"),
+            ),
             (0x858458f6, (6, 18), Err("does not support idmapped mounts")),
         ];
         for (magic, kernel, want) in rows {

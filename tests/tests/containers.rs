@@ -236,6 +236,66 @@ fn an_unprivileged_container_user_without_capabilities_gets_a_sandbox() {
     );
 }
 
+/// As the container's root (the entrypoint's usual case), the agent writes
+/// the image's /work; a volume at /work owned by a non-root user runs the
+/// agent as that user (files keep their owner); a root-owned volume, which
+/// a container cannot idmap, is refused with the cause and the fix.
+#[test]
+fn root_in_the_container_gets_a_writable_workspace_or_a_clear_refusal() {
+    skip_unless_image!();
+    let flags = shipped_flags();
+    let out = podman(
+        &strs(&flags),
+        &["sh", "-c", "echo v1 > f && echo v2 >> f && cat f && id -u"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["v1", "v2", "65534"],
+        "{}",
+        text(&out)
+    );
+
+    let vol = std::env::temp_dir().join(format!("airlock-vol-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&vol);
+    std::fs::create_dir(&vol).expect("mkdir volume");
+    std::os::unix::fs::chown(&vol, Some(1000), Some(1000)).expect("chown volume");
+    let mut with_vol = flags.clone();
+    with_vol.extend(["-v".into(), format!("{}:/work", vol.display())]);
+    let out = podman(&strs(&with_vol), &["sh", "-c", "touch made && id -u"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1000",
+        "{}",
+        text(&out)
+    );
+    let made = std::fs::metadata(vol.join("made")).expect("made on the volume");
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&made),
+            std::os::unix::fs::MetadataExt::gid(&made)
+        ),
+        (1000, 1000)
+    );
+
+    std::os::unix::fs::chown(&vol, Some(0), Some(0)).expect("chown volume");
+    let out = podman(&strs(&with_vol), &["sh", "-c", "touch x"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/work belongs to root and cannot be mounted idmapped here")
+            && stderr.contains("CAP_SYS_ADMIN")
+            && stderr.contains("Fix:"),
+        "{}",
+        text(&out)
+    );
+    assert!(!vol.join("x").exists());
+    let _ = std::fs::remove_dir_all(&vol);
+}
+
 /// As the container's root, selftest insists on enforced cgroup limits,
 /// which a container without a delegated cgroup cannot give (it fails
 /// closed, exit 125). As an unprivileged user, as in Kubernetes, the limit
