@@ -504,16 +504,58 @@ fn enter(
         });
         return;
     }
-    // Unreadable to us means unwritable to the agent, which had no more
-    // rights than the checker (or it vanished): nothing to do.
-    if let Ok(fd) = openat(
-        parent,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        walk(fd, path, place, since, depth + 1, out);
+    let open = || {
+        openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    match open() {
+        Ok(fd) => walk(fd, path, place, since, depth + 1, out),
+        // The agent may have locked its own directory (chmod 000) against
+        // a checker without capabilities (init, an ordinary user's
+        // supervisor): as the owner, open it up for the walk, then put
+        // the mode back.
+        Err(nix::errno::Errno::EACCES) => {
+            let Some(mode) = mode_of(parent, name) else {
+                return;
+            };
+            if fchmodat(parent, name, mode | 0o500).is_err() {
+                out.findings.push(Finding {
+                    path: path.to_path_buf(),
+                    what: "a directory the checker cannot enter".into(),
+                    outcome: Err("permission denied".into()),
+                });
+                return;
+            }
+            if let Ok(fd) = open() {
+                walk(fd, path, place, since, depth + 1, out);
+            }
+            let _ = fchmodat(parent, name, mode);
+        }
+        // Gone, or not a directory any more: nothing to check.
+        Err(_) => {}
     }
+}
+
+/// The permission bits of `name` in `dir` (not following a symlink).
+fn mode_of(dir: &OwnedFd, name: &CStr) -> Option<libc::mode_t> {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| st.st_mode & 0o7777)
+}
+
+/// chmod of `name` in `dir`, not following a symlink (the checker never
+/// changes anything but what the walk stands on).
+fn fchmodat(dir: &OwnedFd, name: &CStr, mode: libc::mode_t) -> nix::Result<()> {
+    nix::sys::stat::fchmodat(
+        dir,
+        name,
+        Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
 }
 
 fn changed(dir: &OwnedFd, name: &CStr, since: Since) -> bool {
@@ -530,7 +572,9 @@ fn surface(dir: &OwnedFd, name: &CStr, path: &Path, what: &str, since: Since, ou
 /// an existing entry.
 fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Report) {
     let mut outcome = Err("no free quarantine name".to_string());
-    for n in 0..100 {
+    let (mut unlocked, mut restore) = (false, None);
+    let mut n = 0;
+    while n < 100 {
         let suffix = if n == 0 {
             QUARANTINE_SUFFIX.to_string()
         } else {
@@ -552,12 +596,27 @@ fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut R
                 outcome = Ok(PathBuf::from(to));
                 break;
             }
-            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(nix::errno::Errno::EEXIST) => n += 1,
+            // A directory the agent made read-only: as its owner, open it
+            // for the rename and put the mode back.
+            Err(nix::errno::Errno::EACCES) if !unlocked => {
+                unlocked = true;
+                if let Ok(st) = nix::sys::stat::fstat(dir) {
+                    restore = Some(st.st_mode & 0o7777);
+                    let _ = nix::sys::stat::fchmod(
+                        dir,
+                        Mode::from_bits_truncate(st.st_mode & 0o7777 | 0o300),
+                    );
+                }
+            }
             Err(e) => {
                 outcome = Err(format!("rename: {e}"));
                 break;
             }
         }
+    }
+    if let Some(mode) = restore {
+        let _ = nix::sys::stat::fchmod(dir, Mode::from_bits_truncate(mode));
     }
     out.findings.push(Finding {
         path: path.to_path_buf(),

@@ -572,3 +572,52 @@ fn hooks_under_the_configured_hooks_path_are_quarantined() {
         &[".githooks/post-checkout"],
     );
 }
+
+/// The agent locks its own directories (no read, no write) around what it
+/// planted, against a checker without capabilities: init, after a SIGKILL
+/// of the supervisor, runs as the agent's uid. The check opens them up
+/// as their owner, quarantines, and puts the modes back.
+#[test]
+fn locked_directories_do_not_hide_planted_code() {
+    attack(
+        "chmod 000 around .envrc",
+        "",
+        "mkdir -p l/m && echo 'touch MARK' > l/m/.envrc && chmod 000 l/m && chmod 555 l",
+        &["l/m/.envrc"],
+    );
+}
+
+/// The same lock against init's check, which runs with the agent's uid and
+/// no capabilities once the supervisor is killed.
+#[test]
+fn locked_directories_do_not_hide_planted_code_from_init() {
+    let ws = TempDir::new("/tmp", "airlock-locked");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let marker = common::sleep_marker(8);
+    let mut cmd = Command::new(common::sandbox_bin());
+    cmd.arg("run")
+        .arg("--audit-log")
+        .arg(audit.join("a.jsonl"))
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!(
+            "mkdir -p l/m && echo 'echo hi' > l/m/.envrc && chmod 000 l/m && chmod 555 l; \
+             echo started; exec sleep {marker}"
+        ))
+        .current_dir(ws.path())
+        .stdin(std::process::Stdio::null());
+    let mut run = common::Streaming::spawn(cmd);
+    run.wait_for_line("started", common::RUN_DEADLINE);
+    run.signal(libc::SIGKILL);
+    let out = run.finish();
+    let left = common::wait_until_gone(&marker, Duration::from_secs(30));
+    assert!(left.is_empty(), "sandbox outlived its supervisor: {left:?}");
+    assert!(
+        out.stderr
+            .contains("l/m/.envrc (a file direnv or an editor runs); quarantined"),
+        "{out}"
+    );
+    set_mode(&ws.join("l"), 0o755);
+    set_mode(&ws.join("l/m"), 0o755);
+    assert!(!ws.join("l/m/.envrc").exists());
+    assert!(ws.join("l/m/.envrc.airlock-quarantine").exists());
+}
