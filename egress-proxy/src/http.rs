@@ -169,7 +169,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
     let target = format!("{host}:{port}");
     if let Some(leak) = ctx.proxy.interception.as_ref().and_then(|i| {
         i.credentials
-            .leaked_to("", target.as_bytes())
+            .leaked_in_name(&target)
             .map(|c| c.spec.name.clone())
     }) {
         event.credential = Some(leak.clone());
@@ -525,7 +525,13 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
     ctx.finish(event);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, body.boxed())
+    match ctx.proxy.interception.as_ref() {
+        // A secret an upstream reflects never reaches the sandbox.
+        Some(i) if !i.credentials.is_empty() => {
+            crate::intercept::scrub_response(parts, body, &i.credentials)
+        }
+        _ => Response::from_parts(parts, body.boxed()),
+    }
 }
 
 impl ConnState {

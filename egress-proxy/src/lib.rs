@@ -29,6 +29,7 @@ pub mod ocsf;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod scrub;
 pub mod seal;
 pub mod secrets;
 pub mod session;
