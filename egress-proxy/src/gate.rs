@@ -95,23 +95,13 @@ pub async fn open(
 ) -> Result<TcpStream, Refusal> {
     event.host = raw_host.to_string();
     event.port = port;
-    let host = match parse_host(raw_host) {
-        Ok(h) => h,
-        Err(e) => {
-            let d = Decision::bad_name(&e);
-            event.decision = Some(d.clone());
-            event.error = Some(e.to_string());
-            return Err(Refusal::Policy(d));
-        }
-    };
-    event.host = host.to_string();
     // A name is a way out before any connection: its DNS query leaves.
     // No secret or placeholder may be spelled in it, whatever the policy
     // says (report mode included), dots removed so a split one is whole.
     if let Some(c) = proxy
         .interception
         .as_ref()
-        .and_then(|i| i.credentials.leaked_in_name(&event.host))
+        .and_then(|i| i.credentials.leaked_in_name(raw_host))
     {
         let name = c.spec.name.clone();
         let d = Decision {
@@ -124,6 +114,16 @@ pub async fn open(
         event.decision = Some(d.clone());
         return Err(Refusal::Policy(d));
     }
+    let host = match parse_host(raw_host) {
+        Ok(h) => h,
+        Err(e) => {
+            let d = Decision::bad_name(&e);
+            event.decision = Some(d.clone());
+            event.error = Some(e.to_string());
+            return Err(Refusal::Policy(d));
+        }
+    };
+    event.host = host.to_string();
     let decision = in_report_mode(&proxy.policy, decide_target(&proxy.policy, &host, port));
     event.decision = Some(decision.clone());
     if !decision.allow {
