@@ -81,6 +81,11 @@ pub fn server(limits: &crate::limits::Limits) -> hyper::server::conn::http1::Bui
     b.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
+        // A client may shut down its write side once its request is sent
+        // and wait for the answer (RFC 9112 section 9.6 allows it); without
+        // this, hyper drops the connection on that EOF and the client gets
+        // nothing.
+        .half_close(true)
         .keep_alive(true);
     b
 }

@@ -643,3 +643,29 @@ fn placeholder_in_a_dns_name_is_refused_on_every_path() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Inside an intercepted tunnel, a client that sends its request, then
+/// TLS close_notify and a TCP write shutdown (a half-close), still gets
+/// the answer.
+#[test]
+fn half_closed_client_in_an_intercepted_tunnel_gets_its_answer() {
+    if !can_run() {
+        return;
+    }
+    let s0 = setup(&[]);
+    let echo = https_echo(&s0.cert, &s0._tls.join("received.jsonl"));
+    let mut s = setup(&[echo.port]);
+    s.opts
+        .extend(["--upstream-ca".into(), s0.cert.ca.display().to_string()]);
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/half_close_client.py");
+    common::install_executable(&src, &s.sb.workspace.join("half_close_client.py"));
+    let out = s.sh(&format!(
+        "python3 half_close_client.py tls-eof {} api.example.com",
+        echo.port
+    ));
+    assert!(
+        out.stdout.contains("tls-eof b'HTTP/1.1 200"),
+        "the answer came back after the half-close\n{out}"
+    );
+}

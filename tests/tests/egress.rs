@@ -838,3 +838,150 @@ fn report_mode_lets_unlisted_names_through_and_suggest_learns_them() {
     let out = common::run_to_end(cmd);
     assert!(out.stdout.contains("api.example.com"), "{out}");
 }
+
+/// A raw TCP upstream on loopback: with `first`, it says "bye" and closes
+/// at once; otherwise it reads to EOF, then answers "got N" and closes.
+fn raw_upstream(first: bool) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                if first {
+                    let _ = s.write_all(b"bye\n");
+                    return;
+                }
+                let mut n = 0usize;
+                let mut buf = [0u8; 65536];
+                while let Ok(k) = s.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                let _ = write!(s, "got {n}\n");
+            });
+        }
+    });
+    port
+}
+
+/// An HTTP upstream that reads a request head and answers after a pause
+/// (so the client's half-close arrives while its request is in flight).
+fn slow_http_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                );
+            });
+        }
+    });
+    port
+}
+
+/// Copies the half-close client into the workspace; returns its path.
+fn half_close_client(sb: &Sandbox) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/half_close_client.py");
+    let dest = sb.workspace.join("half_close_client.py");
+    install_executable(&src, &dest);
+    dest.display().to_string()
+}
+
+/// A client that shuts down its write side and waits for the answer gets
+/// it, through an opaque CONNECT tunnel, SOCKS5 and a plain HTTP request;
+/// an upstream that closes first ends the client's side too (no tunnel
+/// left waiting for the idle timeout).
+#[test]
+fn half_closes_propagate_both_ways_on_every_path() {
+    if !can_run() {
+        return;
+    }
+    let eof = raw_upstream(false);
+    let first = raw_upstream(true);
+    let http = slow_http_upstream();
+    let sb = Sandbox::new();
+    let names = Names::new();
+    let client = half_close_client(&sb);
+    let mut opts = loopback_opts(eof);
+    opts.extend(["--allow-port".into(), first.to_string()]);
+    opts.extend(["--allow-port".into(), http.to_string()]);
+    let script = format!(
+        "python3 {client} connect-eof {eof}; python3 {client} socks-eof {eof}; \
+         python3 {client} http-eof {h}; \
+         python3 {client} connect-first {first}; python3 {client} socks-first {first}",
+        h = http
+    );
+    let out = sb.net_sh(&names, &strs(&opts), &script);
+    for want in [
+        "connect-eof b'got 100000\\n' eof",
+        "socks-eof b'got 100000\\n' eof",
+        "connect-first b'bye\\n' eof",
+        "socks-first b'bye\\n' eof",
+    ] {
+        assert!(out.stdout.contains(want), "{want}\n{out}");
+    }
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("http-eof b'HTTP/1.1 200")),
+        "a plain HTTP client that half-closed still gets its answer\n{out}"
+    );
+}
+
+/// An agent that exits while a child of its holds idle tunnels open
+/// (CONNECT and SOCKS5) does not keep the session waiting for the 300 s
+/// idle timeout: the session ends with the agent. (The 30 s bound is a
+/// hang guard, not a measurement.)
+#[test]
+fn session_ends_with_its_agent_even_with_idle_tunnels_open() {
+    if !can_run() {
+        return;
+    }
+    let port = raw_upstream(false);
+    let sb = Sandbox::new();
+    let names = Names::new();
+    let client = half_close_client(&sb);
+    let opts = loopback_opts(port);
+    let script = format!(
+        "python3 {client} hold {port} > held.txt & \
+         for i in $(seq 200); do grep -q holding held.txt 2>/dev/null && break; sleep 0.05; done; \
+         cat held.txt; exit 0"
+    );
+    let cmd = sb.command_with(&strs(&opts), &["/bin/sh", "-c", &script]);
+    let mut child = common::spawn(&mut names.wrap(&cmd).stdout(std::process::Stdio::piped()))
+        .expect("spawn sandbox");
+    let status = common::wait_with_limit(&mut child, std::time::Duration::from_secs(30));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the session outlived its agent (tunnels held it open): {status:?}"
+    );
+    let mut held = String::new();
+    use std::io::Read;
+    let _ = child.stdout.take().map(|mut o| o.read_to_string(&mut held));
+    assert!(held.contains("holding"), "the tunnels were open: {held:?}");
+    let events = sb.network_events();
+    let tunnels = events
+        .iter()
+        .filter(|e| e["destination"]["port"] == port)
+        .count();
+    assert_eq!(tunnels, 2, "both tunnels recorded: {events:#?}");
+}
