@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod intercept;
 pub mod ipclass;
 pub mod limits;
+pub mod local;
 pub mod meter;
 pub mod metrics;
 pub mod name;

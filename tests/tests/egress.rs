@@ -985,3 +985,172 @@ fn session_ends_with_its_agent_even_with_idle_tunnels_open() {
         .count();
     assert_eq!(tunnels, 2, "both tunnels recorded: {events:#?}");
 }
+
+/// An HTTP server on port 18777 of every address, both families.
+const SERVE_EVERYWHERE: &str = "import http.server as h, socket\n\
+class S(h.ThreadingHTTPServer):\n    address_family = socket.AF_INET6\n    \
+def server_bind(self):\n        \
+self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n        \
+super().server_bind()\n\
+S(('::', 18777), h.SimpleHTTPRequestHandler).serve_forever()";
+
+/// A network namespace made for one test (removed on drop), with `lo` up.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new() -> TestNetns {
+        let name = format!("airlock-t{}", &common::random_token()[..8]);
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        let ns = TestNetns(name);
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn run(&self, argv: &[&str]) {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(argv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "in {}: {argv:?}", self.0);
+    }
+
+    /// `cmd` run inside the namespace.
+    fn wrap(&self, cmd: &std::process::Command) -> std::process::Command {
+        let mut out = std::process::Command::new("ip");
+        out.args(["netns", "exec", &self.0])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        if let Some(d) = cmd.get_current_dir() {
+            out.current_dir(d);
+        }
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => out.env(k, v),
+                None => out.env_remove(k),
+            };
+        }
+        out.stdin(std::process::Stdio::null());
+        out
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The proxy host's own interface addresses (public class here, like a
+/// node or pod IP) are refused like private ones, over HTTP, CONNECT and
+/// SOCKS5, as IP literals in report mode too, in both families; only an
+/// `--allow-cidr` naming them lets them through. Everything runs in a
+/// network namespace this test creates: the "proxy host" is that
+/// namespace, with a service bound to the wildcard address.
+#[test]
+fn the_proxy_hosts_own_addresses_are_refused() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    ns.run(&[
+        "ip", "link", "add", "node0", "type", "veth", "peer", "name", "node1",
+    ]);
+    ns.run(&["ip", "link", "set", "node1", "up"]);
+    ns.run(&["ip", "addr", "add", "11.22.33.44/32", "dev", "node0"]);
+    ns.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2a00:1::44/128",
+        "dev",
+        "node0",
+        "nodad",
+    ]);
+    ns.run(&["ip", "link", "set", "node0", "up"]);
+    // A service on the proxy host, bound to every address.
+    let mut server = ns.wrap(
+        std::process::Command::new("python3")
+            .args(["-c", SERVE_EVERYWHERE])
+            .current_dir("/tmp"),
+    );
+    server
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _server = common::HostChild(common::spawn(&mut server).expect("start the service"));
+    ns.run(&[
+        "python3",
+        "-c",
+        "import socket, time\nfor i in range(200):\n    try:\n        socket.create_connection(('11.22.33.44', 18777), 1); break\n    except OSError: time.sleep(0.05)",
+    ]);
+    let names = Names::new();
+    names.add_host("11.22.33.44", "node.example.com");
+    names.add_host("2a00:1::44", "node6.example.com");
+    let sb = Sandbox::new();
+    let script = "for u in http://node.example.com:18777/ http://node6.example.com:18777/; do\n\
+           curl -sS --max-time 20 -o /dev/null -w \"http %{http_code}\\n\" -D - $u | grep -i -e '^http ' -e x-airlock-deny\n\
+           curl -sS --max-time 20 -o /dev/null --socks5-hostname 127.0.0.1:1080 $u 2>&1 | sed 's/^/socks /'\n\
+         done\n";
+    let run = |opts: &[&str], script: &str| {
+        let cmd = sb.command_with(opts, &["/bin/sh", "-c", script]);
+        common::run_to_end(ns.wrap(&names.wrap(&cmd)))
+    };
+    let opts = [
+        "--allow",
+        "node.example.com",
+        "--allow",
+        "node6.example.com",
+        "--allow-port",
+        "18777",
+    ];
+    let out = run(&opts, script);
+    assert_eq!(out.stdout.matches("http 403").count(), 2, "{out}");
+    assert_eq!(
+        out.stdout
+            .to_lowercase()
+            .matches("x-airlock-deny: address-class")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(out.stdout.matches("socks curl: (97)").count(), 2, "{out}");
+    let refused = sb
+        .network_events()
+        .iter()
+        .filter(|e| e["rule"]["id"] == "address-class:proxy-host")
+        .count();
+    assert_eq!(refused, 4, "each refusal names the rule");
+
+    // Report mode admits names and IP literals, never these addresses.
+    let literal = "curl -sS --max-time 20 -o /dev/null -w 'literal %{http_code}\\n' http://11.22.33.44:18777/\n\
+                   curl -sS --max-time 20 -o /dev/null -w 'literal6 %{http_code}\\n' 'http://[2a00:1::44]:18777/'\n";
+    let out = run(
+        &["--network-mode", "report", "--allow-port", "18777"],
+        literal,
+    );
+    assert!(out.stdout.contains("literal 403"), "{out}");
+    assert!(out.stdout.contains("literal6 403"), "{out}");
+
+    // Named by a CIDR: reachable.
+    let out = run(
+        &[
+            &opts[..],
+            &[
+                "--allow-cidr",
+                "11.22.33.44/32",
+                "--allow-cidr",
+                "2a00:1::44/128",
+            ],
+        ]
+        .concat(),
+        script,
+    );
+    assert_eq!(out.stdout.matches("http 200").count(), 2, "{out}");
+}
