@@ -34,14 +34,48 @@ use hyper::body::{Body, Frame, SizeHint};
 const MIN_ENCODED: usize = 8;
 
 /// Case-insensitive multi-pattern search (patterns are stored lowercase).
+///
+/// A q-gram filter: with `m` the shortest pattern's length and `q` (up to
+/// 4) the gram length, it reads one q-gram every `m - q + 1` bytes. Every
+/// match starting at `s` contains exactly one sampled gram wholly inside
+/// its first `m` bytes, so indexing each pattern's grams at offsets
+/// `0..=m-q` finds every match; a 64 Kibit bitmap rejects almost every
+/// sampled gram with one load.
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
     patterns: Vec<Vec<u8>>,
-    /// For each lowercase byte value: (pattern, offset) pairs with that
-    /// byte at that offset, offsets below `min`.
-    table: Vec<Vec<(u32, u32)>>,
+    q: usize,
     min: usize,
     max: usize,
+    bits: Vec<u64>,
+    grams: std::collections::HashMap<u32, Vec<(u32, u32)>>,
+}
+
+/// ASCII lowercase, as a table.
+const FOLD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).to_ascii_lowercase();
+        i += 1;
+    }
+    t
+};
+
+/// A q-gram's key. Four-byte grams (the usual case) are one load with bit
+/// 5 set in every byte: that folds ASCII case (and merges a few other
+/// pairs, harmless in a filter whose hits are verified exactly).
+fn gram_key(bytes: &[u8]) -> u32 {
+    match <[u8; 4]>::try_from(bytes) {
+        Ok(four) => u32::from_le_bytes(four) | 0x2020_2020,
+        Err(_) => bytes
+            .iter()
+            .fold(0u32, |k, b| (k << 8) | u32::from(FOLD[*b as usize])),
+    }
+}
+
+fn gram_slot(key: u32) -> usize {
+    (key.wrapping_mul(0x9e37_79b1) >> 16) as usize
 }
 
 impl Matcher {
@@ -56,17 +90,24 @@ impl Matcher {
         patterns.dedup();
         let min = patterns.iter().map(Vec::len).min().unwrap_or(0);
         let max = patterns.iter().map(Vec::len).max().unwrap_or(0);
-        let mut table = vec![Vec::new(); 256];
+        let q = min.min(4);
+        let mut bits = vec![0u64; 1 << 10];
+        let mut grams: std::collections::HashMap<u32, Vec<(u32, u32)>> = Default::default();
         for (i, p) in patterns.iter().enumerate() {
-            for (j, b) in p.iter().enumerate().take(min) {
-                table[*b as usize].push((i as u32, j as u32));
+            for j in 0..=(min - q) {
+                let key = gram_key(&p[j..j + q]);
+                let slot = gram_slot(key);
+                bits[slot >> 6] |= 1 << (slot & 63);
+                grams.entry(key).or_default().push((i as u32, j as u32));
             }
         }
         Self {
             patterns,
-            table,
+            q,
             min,
             max,
+            bits,
+            grams,
         }
     }
 
@@ -83,49 +124,48 @@ impl Matcher {
     /// The earliest (then longest) match starting in `from..starts_before`,
     /// as (start, length). Matches must lie wholly inside `hay`.
     fn next_match(&self, hay: &[u8], from: usize, starts_before: usize) -> Option<(usize, usize)> {
-        let m = self.min;
-        if m == 0 || hay.len() < m {
+        let (m, q) = (self.min, self.q);
+        if m == 0 || hay.len() < m || from > hay.len() - m {
             return None;
         }
         let starts_before = starts_before.min(hay.len() - m + 1);
-        // Every match starting at s contains exactly one sample position
-        // p = k*m + m - 1 with s <= p < s + m.
-        let mut p = from + m - 1;
-        while p < hay.len() {
-            let lowest = p + 1 - m;
-            if lowest >= starts_before {
+        let step = m - q + 1;
+        let mut p = from;
+        while p + q <= hay.len() {
+            // Starts this sample can see: p-(m-q) ..= p.
+            if p.saturating_sub(m - q) >= starts_before {
                 return None;
             }
-            let mut best: Option<(usize, usize)> = None;
-            for &(pi, j) in &self.table[hay[p].to_ascii_lowercase() as usize] {
-                let Some(s) = p.checked_sub(j as usize) else {
-                    continue;
-                };
-                if s < from || s >= starts_before {
-                    continue;
-                }
-                let pat = &self.patterns[pi as usize];
-                let Some(window) = hay.get(s..s + pat.len()) else {
-                    continue;
-                };
-                if window
-                    .iter()
-                    .zip(pat)
-                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
-                {
-                    let better = match best {
-                        None => true,
-                        Some((bs, bl)) => s < bs || (s == bs && pat.len() > bl),
+            let key = gram_key(&hay[p..p + q]);
+            let slot = gram_slot(key);
+            if self.bits[slot >> 6] & (1 << (slot & 63)) != 0 {
+                let mut best: Option<(usize, usize)> = None;
+                for &(pi, j) in self.grams.get(&key).map(Vec::as_slice).unwrap_or(&[]) {
+                    let Some(s) = p.checked_sub(j as usize) else {
+                        continue;
                     };
-                    if better {
-                        best = Some((s, pat.len()));
+                    if s < from || s >= starts_before {
+                        continue;
+                    }
+                    let pat = &self.patterns[pi as usize];
+                    let Some(window) = hay.get(s..s + pat.len()) else {
+                        continue;
+                    };
+                    if window.iter().zip(pat).all(|(a, b)| FOLD[*a as usize] == *b) {
+                        let better = match best {
+                            None => true,
+                            Some((bs, bl)) => s < bs || (s == bs && pat.len() > bl),
+                        };
+                        if better {
+                            best = Some((s, pat.len()));
+                        }
                     }
                 }
+                if best.is_some() {
+                    return best;
+                }
             }
-            if best.is_some() {
-                return best;
-            }
-            p += m;
+            p += step;
         }
         None
     }
