@@ -67,7 +67,7 @@ pub struct RawCredential {
     /// Header injection: `{ header = "Authorization", value = "Bearer {secret}" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject: Option<RawInject>,
-    /// Placeholder in the sandbox's environment: `{ env = "GITHUB_TOKEN" }`.
+    /// Placeholder in the sandbox's environment: `{ env = "GITHUB_TOKEN", headers = ["Authorization"] }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<RawPlaceholder>,
 }
