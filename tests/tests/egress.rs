@@ -860,7 +860,7 @@ fn raw_upstream(first: bool) -> u16 {
                     }
                     n += k;
                 }
-                let _ = write!(s, "got {n}\n");
+                let _ = writeln!(s, "got {n}");
             });
         }
     });
@@ -963,7 +963,7 @@ fn session_ends_with_its_agent_even_with_idle_tunnels_open() {
          cat held.txt; exit 0"
     );
     let cmd = sb.command_with(&strs(&opts), &["/bin/sh", "-c", &script]);
-    let mut child = common::spawn(&mut names.wrap(&cmd).stdout(std::process::Stdio::piped()))
+    let mut child = common::spawn(names.wrap(&cmd).stdout(std::process::Stdio::piped()))
         .expect("spawn sandbox");
     let status = common::wait_with_limit(&mut child, std::time::Duration::from_secs(30));
     if status.is_none() {
