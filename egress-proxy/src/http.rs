@@ -22,7 +22,7 @@ use crate::audit::Event;
 use crate::client::Client;
 use crate::decide::{decide_target, in_report_mode, Decision};
 use crate::gate::{self, Refusal};
-use crate::inspect::{find_leak, head_bytes, read_ahead};
+use crate::inspect::{find_leak, find_misplaced, head_bytes, read_ahead};
 use crate::intercept;
 use crate::meter::Metered;
 use crate::name::{parse_host, Host};
@@ -373,12 +373,10 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
                 }
             };
             let req = Request::from_parts(parts, body.boxed());
-            if let Some(c) = find_leak(
-                &icpt.credentials,
-                &host.to_string(),
-                &head_bytes(&req),
-                &seen,
-            ) {
+            let host_name = host.to_string();
+            let leak = find_leak(&icpt.credentials, &host_name, &head_bytes(&req), &seen)
+                .or_else(|| find_misplaced(&icpt.credentials, &host_name, &req, &seen));
+            if let Some(c) = leak {
                 let name = c.spec.name.clone();
                 let mut leak = ctx.event("credential_leak_blocked", "http");
                 leak.host = host.to_string();

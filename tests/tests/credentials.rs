@@ -494,8 +494,8 @@ fn reflected_secret_never_reaches_the_sandbox_in_any_encoding() {
 
 /// A placeholder is swapped only in the header its credential declares:
 /// in another header, the URL or the body to its own host it is refused
-/// (so an echoing upstream cannot be made to return the secret), and the
-/// attempt is logged.
+/// (so an echoing upstream cannot be made to return the secret), over
+/// plain HTTP too, and the attempt is logged.
 #[test]
 fn placeholder_outside_its_declared_header_is_refused() {
     if !can_run() {
@@ -510,13 +510,14 @@ fn placeholder_outside_its_declared_header_is_refused() {
          curl -sS --max-time 20 -o /dev/null -D - \"{url}/q?k=$LLM_KEY\"\n\
          curl -sS --max-time 20 -o /dev/null -D - -d \"k=$LLM_KEY\" {url}/b\n\
          curl -sS --max-time 20 -o /dev/null -D - -H \"Authorization: Bearer $(printf %s \"$LLM_KEY\" | base64 -w0)\" {url}/a\n\
+         curl -sS --max-time 20 -o /dev/null -D - -H \"X-Custom: $LLM_KEY\" http://api.example.com:{p}/plain\n\
          curl -sS --max-time 20 -o /dev/null -w 'declared %{{http_code}}\\n' -H \"X-Key: $LLM_KEY\" {url}/ok\n"
     );
     let out = s.sh(&script);
     let lower = out.stdout.to_lowercase();
     assert_eq!(
         lower.matches("x-airlock-deny: credential-leak").count(),
-        4,
+        5,
         "{out}"
     );
     assert!(out.stdout.contains("declared 200"), "{out}");
@@ -527,7 +528,7 @@ fn placeholder_outside_its_declared_header_is_refused() {
         .iter()
         .filter(|e| e["event"]["action"] == "credential_leak_blocked")
         .count();
-    assert_eq!(blocked, 4, "{events:?}");
+    assert_eq!(blocked, 5, "{events:?}");
 }
 
 /// A secret the sandbox somehow learned, sent to another allowed host
