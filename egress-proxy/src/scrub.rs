@@ -170,6 +170,23 @@ impl Matcher {
         None
     }
 
+    /// The length of the longest tail of `buf` (shorter than the longest
+    /// pattern) that could be the start of a match: the bytes a stream
+    /// must hold back. Usually 0 (a chunk that ends in a newline holds
+    /// nothing back), so streamed events are not delayed.
+    fn pending_prefix(&self, buf: &[u8]) -> usize {
+        let most = self.max.saturating_sub(1).min(buf.len());
+        (1..=most)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                self.patterns.iter().any(|p| {
+                    p.len() >= k && tail.iter().zip(p).all(|(a, b)| FOLD[*a as usize] == *b)
+                })
+            })
+            .unwrap_or(0)
+    }
+
     /// Whether any pattern occurs in `hay`.
     pub fn found_in(&self, hay: &[u8]) -> bool {
         self.next_match(hay, 0, hay.len()).is_some()
@@ -477,7 +494,8 @@ pub fn redact_json(v: &mut serde_json::Value, redactions: &[(String, String)], m
 }
 
 /// Streaming scrubber: overwrites every match in a byte stream, also
-/// across chunk boundaries, holding back at most `max_len - 1` bytes.
+/// across chunk boundaries, holding back only a tail that could begin one
+/// (at most `max_len - 1` bytes).
 #[derive(Debug)]
 pub struct Scrubber {
     matcher: std::sync::Arc<Matcher>,
@@ -517,8 +535,10 @@ impl Scrubber {
             return Bytes::copy_from_slice(chunk);
         }
         self.carry.extend_from_slice(chunk);
-        let hold = self.matcher.max_len().saturating_sub(1);
-        let safe = self.carry.len().saturating_sub(hold);
+        // Hold back only a tail that could begin a match; every match that
+        // starts before it lies wholly in the buffer.
+        let hold = self.matcher.pending_prefix(&self.carry);
+        let safe = self.carry.len() - hold;
         self.hits += self.matcher.overwrite(&mut self.carry, safe, self.fill);
         self.carry.split_to(safe).freeze()
     }
@@ -720,6 +740,21 @@ mod tests {
         assert!(!out.windows(SECRET.len()).any(|w| w == SECRET));
         assert!(out.ends_with(b" tail"));
         assert_eq!(s.hits, 1);
+    }
+
+    #[test]
+    fn a_streamed_event_is_not_held_back() {
+        // Server-sent events end in a newline, which no encoding of a
+        // secret contains: each one goes through whole, at once.
+        let mut s = Scrubber::new(matcher());
+        let event = b"data: {\"delta\": \"sk-test\"}\n\n";
+        assert_eq!(&s.push(event)[..], &event[..]);
+        // A tail that could begin the secret waits for the next chunk.
+        let out = s.push(b"data: sk-te");
+        assert_eq!(&out[..], b"data: ");
+        let out = s.push(b"st-9f8e7d6c5b4a\n");
+        assert!(!out.windows(SECRET.len()).any(|w| w == SECRET));
+        assert!(out.ends_with(b"\n"));
     }
 
     #[test]

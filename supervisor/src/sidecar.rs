@@ -165,8 +165,18 @@ fn answer_unreachable(index: usize, client: OwnedFd, why: String, answering: &Ar
                 }
             }
             let _ = s.shutdown(std::net::Shutdown::Write);
+            // Let the client read the answer before we close (closing with
+            // unread input would reset it away), within bounds: a client
+            // that trickles bytes does not hold the thread.
+            let until = std::time::Instant::now() + Duration::from_secs(5);
             let mut sink = [0u8; 4096];
-            while s.read(&mut sink).is_ok_and(|n| n > 0) {}
+            let mut drained = 0usize;
+            while std::time::Instant::now() < until && drained < 1 << 20 {
+                match s.read(&mut sink) {
+                    Ok(n) if n > 0 => drained += n,
+                    _ => break,
+                }
+            }
             counter.fetch_sub(1, Ordering::Relaxed);
         });
     if spawned.is_err() {
