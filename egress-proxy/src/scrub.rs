@@ -49,6 +49,9 @@ pub struct Matcher {
     max: usize,
     bits: Vec<u64>,
     grams: std::collections::HashMap<u32, Vec<(u32, u32)>>,
+    /// Bytes (lowercase) some pattern contains: a tail can only begin a
+    /// match at one of these.
+    inner: Vec<bool>,
 }
 
 /// ASCII lowercase, as a table.
@@ -101,6 +104,12 @@ impl Matcher {
                 grams.entry(key).or_default().push((i as u32, j as u32));
             }
         }
+        let mut inner = vec![false; 256];
+        for p in &patterns {
+            for b in p {
+                inner[*b as usize] = true;
+            }
+        }
         Self {
             patterns,
             q,
@@ -108,6 +117,7 @@ impl Matcher {
             max,
             bits,
             grams,
+            inner,
         }
     }
 
@@ -176,6 +186,13 @@ impl Matcher {
     /// nothing back), so streamed events are not delayed.
     fn pending_prefix(&self, buf: &[u8]) -> usize {
         let most = self.max.saturating_sub(1).min(buf.len());
+        // Only the tail after the last byte no pattern contains can begin
+        // a match (usually none: text ends in a newline, a quote, a brace).
+        let most = buf[buf.len() - most..]
+            .iter()
+            .rev()
+            .take_while(|b| self.inner[FOLD[**b as usize] as usize])
+            .count();
         (1..=most)
             .rev()
             .find(|&k| {

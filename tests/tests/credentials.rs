@@ -484,11 +484,13 @@ fn reflected_secret_never_reaches_the_sandbox_in_any_encoding() {
         lower.contains("x-airlock-error: compressed-response"),
         "a compressed body from a credential host is refused\n{out}"
     );
+    let log = std::fs::read_to_string(s.sb.audit_log()).expect("audit log");
     for secret in [API_SECRET, LLM_SECRET] {
         assert!(
             !holds(&out.stdout, secret) && !holds(&out.stderr, secret),
             "a reflected secret reached the sandbox\n{out}"
         );
+        assert!(!holds(&log, secret), "the audit log holds a secret");
     }
 }
 
