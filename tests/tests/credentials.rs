@@ -672,3 +672,25 @@ fn half_closed_client_in_an_intercepted_tunnel_gets_its_answer() {
         "the answer came back after the half-close\n{out}"
     );
 }
+
+/// An upstream that answers without a length and closes first (the body
+/// ends at its clean TLS close): the sandbox's client still gets the whole
+/// answer, scrubbed, and its request completes rather than waiting on an
+/// idle tunnel. (A close without close_notify is a possible truncation:
+/// the client sees the transfer fail, and a held-back tail that could
+/// begin a secret is never sent.)
+#[test]
+fn upstream_that_closes_first_ends_the_intercepted_answer() {
+    if !can_run() {
+        return;
+    }
+    let mut s = setup(&[]);
+    let (up, _record) = reflector(&mut s);
+    let out = s.sh(&format!(
+        "curl -sS --max-time 20 https://api.example.com:{}/close; echo \"curl exit $?\"",
+        up.port
+    ));
+    assert!(out.stdout.contains("end-of-reflection"), "{out}");
+    assert!(out.stdout.contains("curl exit 0"), "{out}");
+    assert!(!holds(&out.stdout, API_SECRET), "{out}");
+}
