@@ -114,6 +114,7 @@ pub struct AuditLog {
     nonce: String,
     options: Options,
     redactions: Vec<(String, String)>,
+    redact_matcher: crate::scrub::Matcher,
     failed: AtomicBool,
 }
 
@@ -171,6 +172,7 @@ impl AuditLog {
             nonce,
             options,
             redactions: Vec::new(),
+            redact_matcher: Default::default(),
             failed: AtomicBool::new(false),
         })
     }
@@ -203,6 +205,7 @@ impl AuditLog {
             nonce: String::new(),
             options: Options::default(),
             redactions: Vec::new(),
+            redact_matcher: Default::default(),
             failed: AtomicBool::new(false),
         }
     }
@@ -215,6 +218,8 @@ impl AuditLog {
             .into_iter()
             .filter(|(n, _)| !n.is_empty())
             .collect();
+        self.redact_matcher =
+            crate::scrub::Matcher::new(self.redactions.iter().map(|(n, _)| n.as_bytes().to_vec()));
         self
     }
 
@@ -259,16 +264,16 @@ impl AuditLog {
         chain.seq += 1;
         v["airlock"]["seq"] = json!(chain.seq);
         v["airlock"]["prev_hash"] = json!(chain.prev);
-        let out = match self.options.format {
+        let mut out = match self.options.format {
             Format::Ecs => v,
             Format::Ocsf => crate::ocsf::from_ecs(&v),
         };
-        let mut line = out.to_string();
-        for (needle, replacement) in &self.redactions {
-            if line.contains(needle.as_str()) {
-                line = line.replace(needle.as_str(), replacement);
-            }
+        if !self.redactions.is_empty() {
+            // Field by field: a secret or placeholder in any common
+            // encoding or case never reaches the log.
+            crate::scrub::redact_json(&mut out, &self.redactions, &self.redact_matcher);
         }
+        let mut line = out.to_string();
         let hash = sha256_hex(line.as_bytes());
         chain.prev = hash.clone();
         line.push('\n');

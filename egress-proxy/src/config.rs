@@ -72,7 +72,7 @@ pub struct RawCredential {
     /// Header injection: `{ header = "Authorization", value = "Bearer {secret}" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject: Option<RawInject>,
-    /// Placeholder in the sandbox's environment: `{ env = "GITHUB_TOKEN" }`.
+    /// Placeholder in the sandbox's environment: `{ env = "GITHUB_TOKEN", headers = ["Authorization"] }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<RawPlaceholder>,
 }
@@ -102,12 +102,16 @@ pub struct RawInject {
     pub value: String,
 }
 
-/// `placeholder = { env }`.
+/// `placeholder = { env, headers }`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlaceholder {
     /// The variable the sandbox sees (holding a random placeholder).
     pub env: String,
+    /// The request headers the placeholder is swapped in (default
+    /// `["Authorization"]`); anywhere else it is refused as a leak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
 }
 
 /// What the proxy enforces.
@@ -284,7 +288,23 @@ impl RawCredential {
                     template: i.value,
                 }
             }
-            (None, Some(p)) if valid_env_name(&p.env) => Apply::Placeholder { env: p.env },
+            (None, Some(p)) if valid_env_name(&p.env) => {
+                let headers = p
+                    .headers
+                    .unwrap_or_else(|| vec!["Authorization".to_string()]);
+                if headers.is_empty() {
+                    return Err(err(
+                        "placeholder.headers is empty: name the header it goes in".into(),
+                    ));
+                }
+                if let Some(bad) = headers.iter().find(|h| !valid_header_name(h)) {
+                    return Err(err(format!("'{bad}' is not a header name")));
+                }
+                Apply::Placeholder {
+                    env: p.env,
+                    headers: headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                }
+            }
             (None, Some(p)) => return Err(err(format!("'{}' is not a variable name", p.env))),
             _ => return Err(err("give exactly one of inject or placeholder".into())),
         };

@@ -44,10 +44,15 @@ pub enum Apply {
         template: String,
     },
     /// The sandbox gets a random placeholder in `env`; the proxy replaces
-    /// it with the secret in request headers bound for the hosts.
+    /// it with the secret in the named request headers bound for the
+    /// hosts, and refuses it anywhere else (another header, the URL, the
+    /// body), so an upstream that reflects requests cannot be made to hand
+    /// the secret back.
     Placeholder {
         /// The variable the agent sees.
         env: String,
+        /// Lowercase header names the placeholder is swapped in.
+        headers: Vec<String>,
     },
 }
 

@@ -104,6 +104,25 @@ pub async fn open(
 ) -> Result<TcpStream, Refusal> {
     event.host = raw_host.to_string();
     event.port = port;
+    // A name is a way out before any connection: its DNS query leaves.
+    // No secret or placeholder may be spelled in it, whatever the policy
+    // says (report mode included), dots removed so a split one is whole.
+    if let Some(c) = proxy
+        .interception
+        .as_ref()
+        .and_then(|i| i.credentials.leaked_in_name(raw_host))
+    {
+        let name = c.spec.name.clone();
+        let d = Decision {
+            allow: false,
+            rule: format!("credential:{name}"),
+            reason: "credential-leak",
+        };
+        event.host = "[redacted]".into();
+        event.credential = Some(name);
+        event.decision = Some(d.clone());
+        return Err(Refusal::Policy(d));
+    }
     let host = match parse_host(raw_host) {
         Ok(h) => h,
         Err(e) => {

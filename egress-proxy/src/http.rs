@@ -25,7 +25,7 @@ use crate::decide::{
     Decision,
 };
 use crate::gate::{self, Refusal};
-use crate::inspect::{find_leak, head_bytes, read_ahead};
+use crate::inspect::{find_leak, find_misplaced, head_bytes, read_ahead};
 use crate::intercept;
 use crate::meter::Metered;
 use crate::name::{parse_host, Host};
@@ -116,6 +116,11 @@ pub fn server(limits: &crate::limits::Limits) -> hyper::server::conn::http1::Bui
     b.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
+        // A client may shut down its write side once its request is sent
+        // and wait for the answer (RFC 9112 section 9.6 allows it); without
+        // this, hyper drops the connection on that EOF and the client gets
+        // nothing.
+        .half_close(true)
         .keep_alive(true);
     b
 }
@@ -243,7 +248,7 @@ async fn connect(state: Arc<ConnState>, mut req: Request<Incoming>) -> Response<
     let target = format!("{host}:{port}");
     if let Some(leak) = ctx.proxy.interception.as_ref().and_then(|i| {
         i.credentials
-            .leaked_to("", target.as_bytes())
+            .leaked_in_name(&target)
             .map(|c| c.spec.name.clone())
     }) {
         event.credential = Some(leak.clone());
@@ -464,12 +469,10 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
                 }
             };
             let req = Request::from_parts(parts, body.boxed());
-            if let Some(c) = find_leak(
-                &icpt.credentials,
-                &host.to_string(),
-                &head_bytes(&req),
-                &seen,
-            ) {
+            let host_name = host.to_string();
+            let leak = find_leak(&icpt.credentials, &host_name, &head_bytes(&req), &seen)
+                .or_else(|| find_misplaced(&icpt.credentials, &host_name, &req, &seen));
+            if let Some(c) = leak {
                 let name = c.spec.name.clone();
                 let mut leak = ctx.event("credential_leak_blocked", "http");
                 leak.host = host.to_string();
@@ -642,7 +645,13 @@ async fn forward(state: Arc<ConnState>, req: Request<Incoming>) -> Response<Body
     ctx.finish(event);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, body.boxed())
+    match ctx.proxy.interception.as_ref() {
+        // A secret an upstream reflects never reaches the sandbox.
+        Some(i) if !i.credentials.is_empty() => {
+            crate::intercept::scrub_response(parts, body, &i.credentials)
+        }
+        _ => Response::from_parts(parts, body.boxed()),
+    }
 }
 
 impl ConnState {

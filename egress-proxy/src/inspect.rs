@@ -14,6 +14,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::Request;
 
 use crate::credentials::Apply;
+use crate::scrub::{found_decoded, Matcher};
 use crate::secrets::{Credential, Credentials};
 
 /// How much of a body is searched for leaked credentials.
@@ -100,8 +101,17 @@ pub async fn read_ahead(mut body: Incoming) -> Result<(Vec<u8>, PrefixedBody), h
 
 /// The request line's target and every header, as bytes to search.
 pub fn head_bytes<B>(req: &Request<B>) -> Vec<u8> {
+    head_bytes_except(req, &[])
+}
+
+/// Like [`head_bytes`], leaving out the headers named in `skip`
+/// (lowercase).
+fn head_bytes_except<B>(req: &Request<B>, skip: &[String]) -> Vec<u8> {
     let mut out = req.uri().to_string().into_bytes();
     for (k, v) in req.headers() {
+        if skip.iter().any(|s| s == k.as_str()) {
+            continue;
+        }
         out.push(b'\n');
         out.extend_from_slice(k.as_str().as_bytes());
         out.push(b':');
@@ -122,9 +132,30 @@ pub fn find_leak<'a>(
         .or_else(|| creds.leaked_to(host, body))
 }
 
+/// A placeholder credential bound to `host` whose placeholder appears
+/// outside the headers it declares (another header, the URL, the body):
+/// refused, since an upstream that reflects what it receives would hand
+/// the swapped-in secret back.
+pub fn find_misplaced<'a, B>(
+    creds: &'a Credentials,
+    host: &'a str,
+    req: &Request<B>,
+    body: &[u8],
+) -> Option<&'a Credential> {
+    creds.bound_to(host).find(|c| {
+        let (Apply::Placeholder { headers, .. }, Some(ph)) =
+            (&c.spec.apply, c.placeholder.as_deref())
+        else {
+            return false;
+        };
+        let m = Matcher::new([ph.as_bytes().to_vec()]);
+        found_decoded(&m, &head_bytes_except(req, headers)) || found_decoded(&m, body)
+    })
+}
+
 /// Applies every credential bound to `host`: sets injected headers and
-/// swaps placeholders for secrets in header values. Returns the names of
-/// the credentials used.
+/// swaps placeholders for secrets in the headers their credential names
+/// (nowhere else). Returns the names of the credentials used.
 pub fn inject<B>(creds: &Credentials, host: &str, req: &mut Request<B>) -> Vec<String> {
     let mut used = Vec::new();
     for c in creds.bound_to(host) {
@@ -139,17 +170,27 @@ pub fn inject<B>(creds: &Credentials, host: &str, req: &mut Request<B>) -> Vec<S
                     used.push(c.spec.name.clone());
                 }
             }
-            Apply::Placeholder { .. } => {
+            Apply::Placeholder { headers, .. } => {
                 let Some(ph) = c.placeholder.as_deref() else {
                     continue;
                 };
                 let mut replaced = false;
-                for v in req.headers_mut().values_mut() {
-                    let Ok(s) = v.to_str() else { continue };
-                    if s.contains(ph) {
-                        if let Ok(new) = HeaderValue::from_str(&s.replace(ph, c.secret.expose())) {
-                            *v = new;
-                            replaced = true;
+                for name in headers {
+                    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                        continue;
+                    };
+                    if let hyper::header::Entry::Occupied(mut e) = req.headers_mut().entry(name) {
+                        for v in e.iter_mut() {
+                            let Ok(s) = v.to_str() else { continue };
+                            if !s.contains(ph) {
+                                continue;
+                            }
+                            if let Ok(new) =
+                                HeaderValue::from_str(&s.replace(ph, c.secret.expose()))
+                            {
+                                *v = new;
+                                replaced = true;
+                            }
                         }
                     }
                 }

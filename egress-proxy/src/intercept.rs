@@ -14,7 +14,7 @@ use std::time::Instant;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, HOST, UPGRADE};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, HOST, UPGRADE};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -27,9 +27,10 @@ use crate::audit::Event;
 use crate::decide::{decide_overrides, decide_request, method_overrides, Decision};
 use crate::gate;
 use crate::http::{authority_port, refusal_response, refuse, strip_hop_by_hop, Body};
-use crate::inspect::{find_leak, head_bytes, inject, read_ahead};
+use crate::inspect::{find_leak, find_misplaced, head_bytes, inject, read_ahead};
 use crate::name::{parse_host, Host};
 use crate::proxy::ConnCtx;
+use crate::scrub::{ScrubBody, Scrubber};
 use crate::tls;
 use crate::tunnel;
 
@@ -274,7 +275,9 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
         }
     };
     let mut req = Request::from_parts(parts, body.boxed());
-    if let Some(c) = find_leak(creds, &tunnel.host, &head_bytes(&req), &seen) {
+    let leak = find_leak(creds, &tunnel.host, &head_bytes(&req), &seen)
+        .or_else(|| find_misplaced(creds, &tunnel.host, &req, &seen));
+    if let Some(c) = leak {
         let name = c.spec.name.clone();
         let mut leak = ctx.event("credential_leak_blocked", "https");
         leak.host = tunnel.host.clone();
@@ -307,6 +310,15 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, websocket);
+    // Ask a credential host for an uncompressed body, so the scrubber below
+    // can see a reflected secret (decoding would cost more, and a body we
+    // decode is one more decompression bomb to bound).
+    let bound = creds.any_bound_to(&tunnel.host);
+    if bound {
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     let host_value = if tunnel.port == 443 {
         tunnel.host.clone()
     } else {
@@ -349,6 +361,18 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
     };
     event.status = Some(resp.status().as_u16());
     event.duration = started.elapsed();
+    if bound && compressed(&resp) {
+        // We asked for identity; a credential host that compresses anyway
+        // could carry a reflected secret past the scrubber: fail closed.
+        let r = gate::Refusal::Unreachable {
+            reason: "compressed-response",
+            detail: "the upstream sent a compressed body although the proxy asked for none \
+                     (credential hosts are scrubbed, which needs plain bodies)"
+                .into(),
+        };
+        event.error = Some(r.message(&host_value));
+        return refuse(&ctx, event, started, &r, &host_value);
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -376,22 +400,42 @@ async fn handle(tunnel: Arc<Tunnel>, mut req: Request<Incoming>) -> Response<Bod
         &mut parts.headers,
         parts.status == StatusCode::SWITCHING_PROTOCOLS,
     );
-    // An upstream that echoes a secret back in a header (a debug header, a
-    // reflected Authorization) must not hand it to the sandbox.
+    // An upstream that echoes a secret back (a debug header, an echo
+    // endpoint, an error quoting the request) must not hand it to the
+    // sandbox: headers and body are scrubbed, every common encoding, with a
+    // filler of the same length (Content-Length stays true).
+    scrub_response(parts, body, creds)
+}
+
+/// The response with every secret of `creds`, in every common encoding,
+/// overwritten in its headers and (streaming) its body.
+pub fn scrub_response(
+    mut parts: hyper::http::response::Parts,
+    body: Incoming,
+    creds: &crate::secrets::Credentials,
+) -> Response<Body> {
+    let matcher = creds.scrub_matcher();
+    if matcher.is_empty() {
+        return Response::from_parts(parts, body.boxed());
+    }
     for v in parts.headers.values_mut() {
-        let Ok(text) = v.to_str() else { continue };
-        if let Some(c) = creds
-            .all()
-            .iter()
-            .find(|c| text.contains(c.secret.expose()))
-        {
-            let shown = c.placeholder.clone().unwrap_or_else(|| "[redacted]".into());
-            if let Ok(new) = HeaderValue::from_str(&text.replace(c.secret.expose(), &shown)) {
+        if let Some(clean) = Scrubber::scrub_all(&matcher, v.as_bytes()) {
+            if let Ok(new) = HeaderValue::from_bytes(&clean) {
                 *v = new;
             }
         }
     }
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, ScrubBody::new(body, matcher).boxed())
+}
+
+/// Whether `resp` carries a content coding other than identity.
+fn compressed<B>(resp: &Response<B>) -> bool {
+    resp.headers().get_all(CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |s| {
+            s.split(',')
+                .any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 /// The Host header, if any, names the tunnel's host and port (443 when it

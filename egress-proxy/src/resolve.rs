@@ -1,5 +1,6 @@
 //! From an allowed name to a connected socket: resolve, check every address
-//! with [`decide_address`], and dial only addresses that passed. The socket
+//! with [`decide_address`] and against the proxy host's own addresses
+//! (`local.rs`), and dial only addresses that passed. The socket
 //! is connected to exactly the address that was checked, so a DNS answer
 //! that changes between check and use (rebinding) gains nothing.
 
@@ -46,8 +47,17 @@ pub async fn dial(
     };
     let mut first_denial = None;
     let mut allowed = Vec::new();
+    let locals = crate::local::LocalAddrs::global().current();
     for addr in candidates {
-        let d = decide_address(policy, addr.ip());
+        let mut d = decide_address(policy, addr.ip());
+        if d.allow {
+            // The proxy host's own addresses (public class or not) lead to
+            // its own services: refused unless a CIDR names them.
+            let local = locals.contains(&addr.ip().to_canonical());
+            if let Some(refused) = crate::local::decide_local(policy, addr.ip(), local) {
+                d = refused;
+            }
+        }
         if d.allow {
             allowed.push(addr);
         } else if first_denial.is_none() {

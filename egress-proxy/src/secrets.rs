@@ -7,6 +7,7 @@ use std::fmt;
 use std::process::{Command, Stdio};
 
 use crate::credentials::{Apply, CredentialSpec, SecretSource};
+use crate::scrub;
 
 /// A secret value. `Debug` and `Display` print a redaction marker.
 #[derive(Clone, PartialEq, Eq)]
@@ -106,10 +107,23 @@ pub fn load(
     })
 }
 
+impl Credential {
+    /// The raw values a leak check looks for: the secret and the
+    /// placeholder, if any.
+    pub fn needles(&self) -> scrub::Matcher {
+        scrub::Matcher::new(
+            std::iter::once(self.secret.expose().as_bytes().to_vec())
+                .chain(self.placeholder.iter().map(|p| p.as_bytes().to_vec())),
+        )
+    }
+}
+
 /// All of a session's credentials.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     list: Vec<Credential>,
+    /// Every secret's encodings, built once at load.
+    scrub: std::sync::Arc<scrub::Matcher>,
 }
 
 impl Credentials {
@@ -121,12 +135,15 @@ impl Credentials {
         env: &dyn Fn(&str) -> Option<String>,
         placeholders: &std::collections::HashMap<String, String>,
     ) -> Result<Self, SecretError> {
-        Ok(Self {
-            list: specs
-                .iter()
-                .map(|s| load(s, env, placeholders.get(&s.name)))
-                .collect::<Result<_, _>>()?,
-        })
+        let list: Vec<Credential> = specs
+            .iter()
+            .map(|s| load(s, env, placeholders.get(&s.name)))
+            .collect::<Result<_, _>>()?;
+        let scrub = std::sync::Arc::new(scrub::Matcher::new(
+            list.iter()
+                .flat_map(|c| scrub::encodings(c.secret.expose().as_bytes())),
+        ));
+        Ok(Self { list, scrub })
     }
 
     /// Every credential.
@@ -150,30 +167,61 @@ impl Credentials {
     }
 
     /// The first credential whose secret or placeholder appears in
-    /// `haystack` although it is not bound to `host`.
+    /// `haystack`, in any decoded form and any case (see `scrub.rs`),
+    /// although it is not bound to `host`.
     pub fn leaked_to(&self, host: &str, haystack: &[u8]) -> Option<&Credential> {
+        let off_host: Vec<&Credential> = self
+            .list
+            .iter()
+            .filter(|c| !c.spec.bound_to(host))
+            .collect();
+        if off_host.is_empty() || haystack.is_empty() {
+            return None;
+        }
+        let views = scrub::decoded_views(haystack);
+        off_host
+            .into_iter()
+            .find(|c| views.iter().any(|v| c.needles().found_in(v)))
+    }
+
+    /// The first credential whose secret or placeholder is spelled in the
+    /// host name `name` (any case, dots removed so a needle split across
+    /// labels is whole again, or in any decoded form). Names are checked
+    /// before any lookup: a DNS query is itself a way out.
+    pub fn leaked_in_name(&self, name: &str) -> Option<&Credential> {
+        let joined = scrub::undotted(name);
         self.list.iter().find(|c| {
-            !c.spec.bound_to(host)
-                && (contains(haystack, c.secret.expose().as_bytes())
-                    || c.placeholder
-                        .as_deref()
-                        .is_some_and(|p| contains(haystack, p.as_bytes())))
+            c.needles().found_in(&joined) || scrub::found_decoded(&c.needles(), name.as_bytes())
         })
     }
 
-    /// (needle, replacement) pairs that scrub every secret and placeholder
-    /// from text bound for the audit log.
+    /// Every secret in every common encoding, for scrubbing what flows back
+    /// to the sandbox.
+    pub fn scrub_matcher(&self) -> std::sync::Arc<scrub::Matcher> {
+        self.scrub.clone()
+    }
+
+    /// (needle, replacement) pairs that scrub every secret and placeholder,
+    /// in each common encoding, from text bound for the audit log (which
+    /// also redacts any string in which a decoded form still shows one).
     pub fn redactions(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for c in &self.list {
-            out.push((
-                c.secret.expose().to_string(),
-                format!("[credential:{}]", c.spec.name),
-            ));
+            let mut add = |value: &str, marker: String| {
+                for e in scrub::encodings(value.as_bytes()) {
+                    if let Ok(e) = String::from_utf8(e) {
+                        out.push((e, marker.clone()));
+                    }
+                }
+            };
+            add(c.secret.expose(), format!("[credential:{}]", c.spec.name));
             if let Some(p) = &c.placeholder {
-                out.push((p.clone(), format!("[placeholder:{}]", c.spec.name)));
+                add(p, format!("[placeholder:{}]", c.spec.name));
             }
         }
+        // Longest first, so an encoding is replaced before a shorter form
+        // inside it.
+        out.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
         out
     }
 
@@ -182,7 +230,7 @@ impl Credentials {
         self.list
             .iter()
             .filter_map(|c| match (&c.spec.apply, &c.placeholder) {
-                (Apply::Placeholder { env }, Some(p)) => Some((env.clone(), p.clone())),
+                (Apply::Placeholder { env, .. }, Some(p)) => Some((env.clone(), p.clone())),
                 _ => None,
             })
             .collect()

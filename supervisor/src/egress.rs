@@ -147,7 +147,7 @@ pub fn plan(
             let placeholders = credentials
                 .iter()
                 .filter_map(|c| match &c.apply {
-                    Apply::Placeholder { env } => Some((
+                    Apply::Placeholder { env, .. } => Some((
                         c.name.clone(),
                         env.clone(),
                         format!(

@@ -6,8 +6,10 @@
 //! the namespace it was created in), so nothing outside can reach them,
 //! and bytes take one hop instead of two (no relay).
 //!
-//! With a sidecar proxy (`--egress-socket`) there is no one to hand them
-//! to, and init relays them to the socket instead (`relay.rs`).
+//! With a sidecar proxy (`--egress-socket`, `--egress-control`) they go to
+//! the supervisor too, whose relay (`relay.rs`) connects each one to the
+//! sidecar's socket with the supervisor's ids: a root-owned `0660` socket
+//! is out of reach of init's unprivileged ones.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::TcpListener;

@@ -1,6 +1,6 @@
 //! PID 1 of the sandbox: builds the filesystem view, binds the proxy ports
-//! (handing them to the session proxy, or relaying them to a sidecar's
-//! socket), drops its own privileges, starts the agent, forwards signals to
+//! (handing them to the supervisor, whose session proxy serves them or
+//! whose relay takes them to a sidecar's socket), drops its own privileges, starts the agent, forwards signals to
 //! it, reaps every orphan, and exits with the agent's status. When it exits the kernel
 //! kills everything left in the PID namespace, so nothing the agent started
 //! outlives it.
@@ -36,8 +36,9 @@ pub struct Channels {
     /// Setup errors go here; closed (EOF for the supervisor) once the agent
     /// has exec'd.
     pub errors: OwnedFd,
-    /// Where the proxy ports go when the session proxy serves them itself
-    /// (see `handoff.rs`); absent with a sidecar, when init relays them.
+    /// Where the proxy ports go: to the supervisor, for its session proxy
+    /// or its relay to a sidecar (see `handoff.rs`); absent, init relays
+    /// them itself.
     pub handoff: Option<OwnedFd>,
     /// The agent's exit status goes here once nothing of the sandbox but
     /// init is left, so the supervisor can tear down while init's own exit
@@ -167,8 +168,8 @@ fn setup(
         relay_capacity(),
     )?;
     if let Some(channel) = handoff {
-        // The session proxy serves the ports itself: hand them over and
-        // keep no copy.
+        // The supervisor serves the ports (its session proxy, or its relay
+        // to a sidecar): hand them over and keep no copy.
         crate::handoff::send(&channel, relay.listeners())?;
         relay = Relay::none();
     }

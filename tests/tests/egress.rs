@@ -838,3 +838,319 @@ fn report_mode_lets_unlisted_names_through_and_suggest_learns_them() {
     let out = common::run_to_end(cmd);
     assert!(out.stdout.contains("api.example.com"), "{out}");
 }
+
+/// A raw TCP upstream on loopback: with `first`, it says "bye" and closes
+/// at once; otherwise it reads to EOF, then answers "got N" and closes.
+fn raw_upstream(first: bool) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                if first {
+                    let _ = s.write_all(b"bye\n");
+                    return;
+                }
+                let mut n = 0usize;
+                let mut buf = [0u8; 65536];
+                while let Ok(k) = s.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                let _ = writeln!(s, "got {n}");
+            });
+        }
+    });
+    port
+}
+
+/// An HTTP upstream that reads a request head and answers after a pause
+/// (so the client's half-close arrives while its request is in flight).
+fn slow_http_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                );
+            });
+        }
+    });
+    port
+}
+
+/// Copies the half-close client into the workspace; returns its path.
+fn half_close_client(sb: &Sandbox) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/half_close_client.py");
+    let dest = sb.workspace.join("half_close_client.py");
+    install_executable(&src, &dest);
+    dest.display().to_string()
+}
+
+/// A client that shuts down its write side and waits for the answer gets
+/// it, through an opaque CONNECT tunnel, SOCKS5 and a plain HTTP request;
+/// an upstream that closes first ends the client's side too (no tunnel
+/// left waiting for the idle timeout).
+#[test]
+fn half_closes_propagate_both_ways_on_every_path() {
+    if !can_run() {
+        return;
+    }
+    let eof = raw_upstream(false);
+    let first = raw_upstream(true);
+    let http = slow_http_upstream();
+    let sb = Sandbox::new();
+    let names = Names::new();
+    let client = half_close_client(&sb);
+    let mut opts = loopback_opts(eof);
+    opts.extend(["--allow-port".into(), first.to_string()]);
+    opts.extend(["--allow-port".into(), http.to_string()]);
+    let script = format!(
+        "python3 {client} connect-eof {eof}; python3 {client} socks-eof {eof}; \
+         python3 {client} http-eof {h}; \
+         python3 {client} connect-first {first}; python3 {client} socks-first {first}",
+        h = http
+    );
+    let out = sb.net_sh(&names, &strs(&opts), &script);
+    for want in [
+        "connect-eof b'got 100000\\n' eof",
+        "socks-eof b'got 100000\\n' eof",
+        "connect-first b'bye\\n' eof",
+        "socks-first b'bye\\n' eof",
+    ] {
+        assert!(out.stdout.contains(want), "{want}\n{out}");
+    }
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("http-eof b'HTTP/1.1 200")),
+        "a plain HTTP client that half-closed still gets its answer\n{out}"
+    );
+}
+
+/// An agent that exits while a child of its holds idle tunnels open
+/// (CONNECT and SOCKS5) does not keep the session waiting for the 300 s
+/// idle timeout: the session ends with the agent. (The 30 s bound is a
+/// hang guard, not a measurement.)
+#[test]
+fn session_ends_with_its_agent_even_with_idle_tunnels_open() {
+    if !can_run() {
+        return;
+    }
+    let port = raw_upstream(false);
+    let sb = Sandbox::new();
+    let names = Names::new();
+    let client = half_close_client(&sb);
+    let opts = loopback_opts(port);
+    let script = format!(
+        "python3 {client} hold {port} > held.txt & \
+         for i in $(seq 200); do grep -q holding held.txt 2>/dev/null && break; sleep 0.05; done; \
+         cat held.txt; exit 0"
+    );
+    let cmd = sb.command_with(&strs(&opts), &["/bin/sh", "-c", &script]);
+    let mut child = common::spawn(names.wrap(&cmd).stdout(std::process::Stdio::piped()))
+        .expect("spawn sandbox");
+    let status = common::wait_with_limit(&mut child, std::time::Duration::from_secs(30));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the session outlived its agent (tunnels held it open): {status:?}"
+    );
+    let mut held = String::new();
+    use std::io::Read;
+    let _ = child.stdout.take().map(|mut o| o.read_to_string(&mut held));
+    assert!(held.contains("holding"), "the tunnels were open: {held:?}");
+    let events = sb.network_events();
+    let tunnels = events
+        .iter()
+        .filter(|e| e["destination"]["port"] == port)
+        .count();
+    assert_eq!(tunnels, 2, "both tunnels recorded: {events:#?}");
+}
+
+/// An HTTP server on port 18777 of every address, both families.
+const SERVE_EVERYWHERE: &str = "import http.server as h, socket\n\
+class S(h.ThreadingHTTPServer):\n    address_family = socket.AF_INET6\n    \
+def server_bind(self):\n        \
+self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n        \
+super().server_bind()\n\
+S(('::', 18777), h.SimpleHTTPRequestHandler).serve_forever()";
+
+/// A network namespace made for one test (removed on drop), with `lo` up.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new() -> TestNetns {
+        let name = format!("airlock-t{}", &common::random_token()[..8]);
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        let ns = TestNetns(name);
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn run(&self, argv: &[&str]) {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(argv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "in {}: {argv:?}", self.0);
+    }
+
+    /// `cmd` run inside the namespace.
+    fn wrap(&self, cmd: &std::process::Command) -> std::process::Command {
+        let mut out = std::process::Command::new("ip");
+        out.args(["netns", "exec", &self.0])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        if let Some(d) = cmd.get_current_dir() {
+            out.current_dir(d);
+        }
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => out.env(k, v),
+                None => out.env_remove(k),
+            };
+        }
+        out.stdin(std::process::Stdio::null());
+        out
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The proxy host's own interface addresses (public class here, like a
+/// node or pod IP) are refused like private ones, over HTTP, CONNECT and
+/// SOCKS5, as IP literals in report mode too, in both families; only an
+/// `--allow-cidr` naming them lets them through. Everything runs in a
+/// network namespace this test creates: the "proxy host" is that
+/// namespace, with a service bound to the wildcard address.
+#[test]
+fn the_proxy_hosts_own_addresses_are_refused() {
+    if !can_run() {
+        return;
+    }
+    let ns = TestNetns::new();
+    ns.run(&[
+        "ip", "link", "add", "node0", "type", "veth", "peer", "name", "node1",
+    ]);
+    ns.run(&["ip", "link", "set", "node1", "up"]);
+    ns.run(&["ip", "addr", "add", "11.22.33.44/32", "dev", "node0"]);
+    ns.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2a00:1::44/128",
+        "dev",
+        "node0",
+        "nodad",
+    ]);
+    ns.run(&["ip", "link", "set", "node0", "up"]);
+    // A service on the proxy host, bound to every address.
+    let mut server = ns.wrap(
+        std::process::Command::new("python3")
+            .args(["-c", SERVE_EVERYWHERE])
+            .current_dir("/tmp"),
+    );
+    server
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _server = common::HostChild(common::spawn(&mut server).expect("start the service"));
+    ns.run(&[
+        "python3",
+        "-c",
+        "import socket, time\nfor i in range(200):\n    try:\n        socket.create_connection(('11.22.33.44', 18777), 1); break\n    except OSError: time.sleep(0.05)",
+    ]);
+    let names = Names::new();
+    names.add_host("11.22.33.44", "node.example.com");
+    names.add_host("2a00:1::44", "node6.example.com");
+    let sb = Sandbox::new();
+    let script = "for u in http://node.example.com:18777/ http://node6.example.com:18777/; do\n\
+           curl -sS --max-time 20 -o /dev/null -w \"http %{http_code}\\n\" -D - $u | grep -i -e '^http ' -e x-airlock-deny\n\
+           curl -sS --max-time 20 -o /dev/null --socks5-hostname 127.0.0.1:1080 $u 2>&1 | sed 's/^/socks /'\n\
+         done\n";
+    let run = |opts: &[&str], script: &str| {
+        let cmd = sb.command_with(opts, &["/bin/sh", "-c", script]);
+        common::run_to_end(ns.wrap(&names.wrap(&cmd)))
+    };
+    let opts = [
+        "--allow",
+        "node.example.com",
+        "--allow",
+        "node6.example.com",
+        "--allow-port",
+        "18777",
+    ];
+    let out = run(&opts, script);
+    assert_eq!(out.stdout.matches("http 403").count(), 2, "{out}");
+    assert_eq!(
+        out.stdout
+            .to_lowercase()
+            .matches("x-airlock-deny: address-class")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(out.stdout.matches("socks curl: (97)").count(), 2, "{out}");
+    let refused = sb
+        .network_events()
+        .iter()
+        .filter(|e| e["rule"]["id"] == "address-class:proxy-host")
+        .count();
+    assert_eq!(refused, 4, "each refusal names the rule");
+
+    // Report mode admits names and IP literals, never these addresses.
+    let literal = "curl -sS --max-time 20 -o /dev/null -w 'literal %{http_code}\\n' http://11.22.33.44:18777/\n\
+                   curl -sS --max-time 20 -o /dev/null -w 'literal6 %{http_code}\\n' 'http://[2a00:1::44]:18777/'\n";
+    let out = run(
+        &["--network-mode", "report", "--allow-port", "18777"],
+        literal,
+    );
+    assert!(out.stdout.contains("literal 403"), "{out}");
+    assert!(out.stdout.contains("literal6 403"), "{out}");
+
+    // Named by a CIDR: reachable.
+    let out = run(
+        &[
+            &opts[..],
+            &[
+                "--allow-cidr",
+                "11.22.33.44/32",
+                "--allow-cidr",
+                "2a00:1::44/128",
+            ],
+        ]
+        .concat(),
+        script,
+    );
+    assert_eq!(out.stdout.matches("http 200").count(), 2, "{out}");
+}

@@ -408,7 +408,7 @@ fn sigterm_drains_open_tunnels_then_cuts_them_at_the_deadline() {
 }
 
 /// A sidecar killed mid-session leaves the sandbox with no way out (the
-/// agent's next request fails), and the supervisor records `proxy.error`
+/// agent's next request gets `503`), and the supervisor records `proxy.error`
 /// in its own audit log.
 #[test]
 fn a_killed_sidecar_leaves_no_way_out_and_is_recorded() {
@@ -445,9 +445,103 @@ fn a_killed_sidecar_leaves_no_way_out_and_is_recorded() {
     let out = run.finish();
     assert!(out.stdout.contains("before 200"), "{out}");
     assert!(
-        out.stdout.contains("after 000"),
-        "no way out after the sidecar died\n{out}"
+        out.stdout.contains("after 503"),
+        "no way out after the sidecar died, and the agent is told so\n{out}"
     );
     let log = std::fs::read_to_string(sb.audit_log()).expect("audit log");
     assert!(log.contains("\"action\":\"proxy.error\""), "{log}");
+}
+
+/// README's sidecar setup, word for word, as root: `egress-proxy serve
+/// --listen unix:/run/airlock/egress.sock --policy FILE` with its default
+/// socket mode (0660, root's), then `sandbox run --egress-socket
+/// /run/airlock/egress.sock -- curl ...`. The agent's unprivileged ids
+/// cannot open that socket, so the supervisor relays with its own: curl
+/// gets its answer and the sidecar logs it. Then the sidecar dies, its
+/// socket left behind: the agent gets `503` with the reason, and the
+/// supervisor's stderr and the session's audit log say why. (A private
+/// mount namespace gives the test its own /run and /var/log/airlock, so
+/// the documented paths are used as they are; the sidecar's audit goes to
+/// its stdout by default.)
+#[test]
+fn the_documented_sidecar_commands_work_as_root_and_say_why_when_not() {
+    if !can_run() {
+        return;
+    }
+    let up = Upstream::start();
+    let names = Names::new();
+    let sb = Sandbox::new();
+    let dir = TempDir::new("/tmp", "airlock-documented");
+    let policy = dir.join("policy.toml");
+    common::write_file(
+        &policy,
+        &format!(
+            "[network]\nallow = [\"api.example.com\"]\nallow_cidr = [\"127.0.0.0/8\"]\nports = [{}]\n",
+            up.port
+        ),
+        0o644,
+    );
+    let script = r#"
+set -u
+mount -t tmpfs tmpfs /run && mkdir -p /run/airlock
+mkdir -p /var/log/airlock && mount -t tmpfs tmpfs /var/log/airlock
+"$PROXY" serve --listen unix:/run/airlock/egress.sock --policy "$POLICY" >"$OUT/sidecar.jsonl" 2>"$OUT/sidecar.err" &
+SIDECAR=$!
+for i in $(seq 100); do [ -S /run/airlock/egress.sock ] && break; sleep 0.1; done
+stat -c 'mode %a %U' /run/airlock/egress.sock
+"$SANDBOX" run --egress-socket /run/airlock/egress.sock -- curl -sS --max-time 20 -w ' status %{http_code}\n' "http://api.example.com:$PORT/documented"
+echo "run1 exit $?"
+kill -9 $SIDECAR; wait $SIDECAR 2>/dev/null
+"$SANDBOX" run --egress-socket /run/airlock/egress.sock -- curl -sS --max-time 20 -D - "http://api.example.com:$PORT/after" 2>"$OUT/run2.err"
+echo "run2 exit $?"
+cp /var/log/airlock/audit.jsonl "$OUT/audit.jsonl"
+"#;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(script)
+        .env(
+            "PROXY",
+            common::sandbox_bin().with_file_name("egress-proxy"),
+        )
+        .env("SANDBOX", common::sandbox_bin())
+        .env("POLICY", &policy)
+        .env("OUT", dir.path())
+        .env("PORT", up.port.to_string())
+        .current_dir(sb.workspace.path());
+    let out = common::run_to_end(names.wrap(&cmd));
+    assert!(out.stdout.contains("mode 660 root"), "{out}");
+    assert!(out.stdout.contains("status 200"), "{out}");
+    assert!(out.stdout.contains("run1 exit 0"), "{out}");
+    assert_eq!(up.requests().len(), 1, "{:?}", up.requests());
+    let sidecar_log = std::fs::read_to_string(dir.join("sidecar.jsonl")).unwrap_or_default();
+    assert!(
+        sidecar_log
+            .lines()
+            .any(|l| l.contains("/documented") && l.contains("\"allow\"")),
+        "the sidecar logged the request (its audit goes to stdout):\n{sidecar_log}"
+    );
+    let log = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+    let lower = out.stdout.to_lowercase();
+    assert!(lower.contains("http/1.1 503"), "{out}");
+    assert!(
+        lower.contains("x-airlock-error: sidecar-unreachable"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("cannot connect to the egress sidecar's socket /run/airlock/egress.sock"),
+        "the agent is told why\n{out}"
+    );
+    let run2_err = std::fs::read_to_string(dir.join("run2.err")).unwrap_or_default();
+    assert!(
+        run2_err.contains("sandbox: egress: cannot connect to the egress sidecar's socket")
+            && run2_err.contains("ECONNREFUSED"),
+        "the supervisor says why: {run2_err}"
+    );
+    assert!(
+        log.lines().any(
+            |l| l.contains("proxy.error") && l.contains("cannot connect to the egress sidecar")
+        ),
+        "the session's audit log says why:\n{log}"
+    );
 }

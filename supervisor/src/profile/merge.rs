@@ -489,7 +489,9 @@ fn credential_json(c: &CredentialSpec) -> Value {
         Apply::Header { name, template } => {
             v["inject"] = json!({ "header": name, "value": template });
         }
-        Apply::Placeholder { env } => v["placeholder"] = json!({ "env": env }),
+        Apply::Placeholder { env, headers } => {
+            v["placeholder"] = json!({ "env": env, "headers": headers });
+        }
     }
     v
 }

@@ -69,6 +69,14 @@ impl Names {
         Names { dir }
     }
 
+    /// Also maps `name` to `ip` (for names outside [`TEST_NAMES`]).
+    pub fn add_host(&self, ip: &str, name: &str) {
+        let path = self.dir.join("hosts");
+        let mut hosts = std::fs::read_to_string(&path).unwrap_or_default();
+        hosts.push_str(&format!("{ip} {name}\n"));
+        write_file(&path, &hosts, 0o644);
+    }
+
     /// `cmd` wrapped to run in a new mount namespace that sees our files.
     pub fn wrap(&self, inner: &Command) -> Command {
         let mut cmd = Command::new("unshare");
