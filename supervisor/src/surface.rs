@@ -31,7 +31,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::{Dir, Type};
+use nix::dir::Type;
 use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fstatat, Mode};
 
@@ -150,6 +150,8 @@ enum Kind {
     EditorDir,
     /// A git dir's `hooks/` directory.
     HooksDir,
+    /// A git dir's own data (objects, refs, logs, info): never walked.
+    GitData,
 }
 
 /// Where a directory sits, for [`classify`].
@@ -203,6 +205,9 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
                     Kind::Surface("git hooks that are not a directory")
                 }
             }
+            // Submodules' and linked worktrees' git dirs live here.
+            b"modules" | b"worktrees" => {}
+            _ if dir => return Kind::GitData,
             _ => {}
         }
     }
@@ -398,42 +403,57 @@ fn hooks_path(text: &str) -> Option<String> {
 }
 
 fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out: &mut Report) {
-    let Ok(dup) = fd.try_clone() else { return };
-    let Ok(mut dir) = Dir::from_fd(dup) else {
+    let mut names = Vec::new();
+    let mut entries = Vec::new();
+    if read_entries(&fd, &mut names, &mut entries).is_err() {
+        out.findings.push(Finding {
+            path: path.to_path_buf(),
+            what: "a directory the checker cannot list".into(),
+            outcome: Err("getdents failed".into()),
+        });
         return;
-    };
-    let mut entries: Vec<(CString, Type)> = Vec::new();
-    for entry in dir.iter().flatten() {
-        let name = entry.file_name();
-        if name.to_bytes() == b"." || name.to_bytes() == b".." {
-            continue;
-        }
-        let ty = match entry.file_type() {
-            Some(t) => t,
-            None => match fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => type_of(st.st_mode),
-                Err(_) => continue,
-            },
-        };
-        entries.push((name.to_owned(), ty));
     }
-    drop(dir);
-    let has = |n: &[u8], t: Type| entries.iter().any(|(e, et)| e.to_bytes() == n && *et == t);
+    let name_of = |e: &Entry| &names[e.at..e.at + e.len];
+    // Type unknown to the filesystem (DT_UNKNOWN): ask.
+    for e in &mut entries {
+        if e.ty.is_none() {
+            if let Ok(c) = CString::new(&names[e.at..e.at + e.len]) {
+                e.ty = fstatat(&fd, c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .ok()
+                    .map(|st| type_of(st.st_mode));
+            }
+        }
+    }
+    let has = |n: &[u8], t: Type| entries.iter().any(|e| name_of(e) == n && e.ty == Some(t));
     let place = Place {
         git_dir: place.git_dir
             || (has(b"HEAD", Type::File)
                 && (has(b"objects", Type::Directory) || has(b"commondir", Type::File))),
         ..place
     };
-    for (name, ty) in &entries {
-        let child = path.join(OsStr::from_bytes(name.to_bytes()));
+    for e in &entries {
+        let Some(ty) = e.ty else { continue };
+        let raw = name_of(e);
+        let kind = classify(raw, ty, place);
+        if matches!(kind, Kind::Plain | Kind::GitData) && ty != Type::Directory
+            || kind == Kind::GitData
+        {
+            // Not surface: no path, no allocation (most entries).
+            continue;
+        }
+        let Ok(name) = CString::new(raw) else {
+            continue;
+        };
+        let name = name.as_c_str();
+        let ty = &ty;
+        let child = path.join(OsStr::from_bytes(raw));
         // A git dir's own state (objects, refs, logs) is data, but its
         // `modules/` and `worktrees/` hold further git dirs: the walk goes on.
-        match classify(name.to_bytes(), *ty, place) {
+        match kind {
             Kind::Plain if *ty == Type::Directory => {
                 enter(&fd, name, &child, Place::default(), since, depth, out)
             }
-            Kind::Plain => {}
+            Kind::Plain | Kind::GitData => {}
             Kind::EditorDir => enter(
                 &fd,
                 name,
@@ -537,6 +557,69 @@ fn enter(
         }
         // Gone, or not a directory any more: nothing to check.
         Err(_) => {}
+    }
+}
+
+/// One directory entry: its name in the listing's name buffer, its type.
+struct Entry {
+    at: usize,
+    len: usize,
+    ty: Option<Type>,
+}
+
+/// Lists `dir` with getdents64 directly (no `fdopendir`: it dups, stats and
+/// seeks the descriptor for nothing here), names packed into `names`.
+fn read_entries(dir: &OwnedFd, names: &mut Vec<u8>, out: &mut Vec<Entry>) -> Result<(), ()> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 32 << 10];
+    loop {
+        // SAFETY: `buf` is a writable buffer of the length passed.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(());
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut at = 0usize;
+        while at + 19 <= n as usize {
+            // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type,
+            // then the NUL-terminated name.
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if reclen == 0 || at + reclen > n as usize {
+                return Err(());
+            }
+            let d_type = buf[at + 18];
+            let raw = &buf[at + 19..at + reclen];
+            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            at += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let ty = match d_type {
+                libc::DT_DIR => Some(Type::Directory),
+                libc::DT_REG => Some(Type::File),
+                libc::DT_LNK => Some(Type::Symlink),
+                libc::DT_FIFO => Some(Type::Fifo),
+                libc::DT_SOCK => Some(Type::Socket),
+                libc::DT_CHR => Some(Type::CharacterDevice),
+                libc::DT_BLK => Some(Type::BlockDevice),
+                _ => None,
+            };
+            out.push(Entry {
+                at: names.len(),
+                len: name.len(),
+                ty,
+            });
+            names.extend_from_slice(name);
+        }
     }
 }
 
@@ -916,7 +999,9 @@ mod tests {
             ("commondir", f, git, Kind::Surface("git commondir")),
             ("hooks", d, git, Kind::HooksDir),
             ("hooks", d, deep, Kind::Plain),
-            ("objects", d, git, Kind::Plain),
+            ("objects", d, git, Kind::GitData),
+            ("modules", d, git, Kind::Plain),
+            ("refs", d, deep, Kind::Plain),
             (
                 "pre-commit",
                 f,
