@@ -621,3 +621,51 @@ fn locked_directories_do_not_hide_planted_code_from_init() {
     assert!(!ws.join("l/m/.envrc").exists());
     assert!(ws.join("l/m/.envrc.airlock-quarantine").exists());
 }
+
+/// An ordinary user's runs are unchanged (the agent is that user, no
+/// idmapping) and their check works without capabilities: a nested
+/// repository's fsmonitor and a `.envrc` in a directory the agent locked
+/// are quarantined.
+#[test]
+fn an_ordinary_users_run_is_checked_too() {
+    if !is_root() {
+        eprintln!("skipped: needs root to become uid 1000");
+        return;
+    }
+    let base = TempDir::new("/tmp", "airlock-user");
+    let ws = base.join("ws");
+    let home = base.join("home");
+    for d in [&ws, &home] {
+        std::fs::create_dir(d).expect("mkdir");
+        common::chown(d, 1000, 1000);
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
+        .arg(common::sandbox_bin())
+        .args(["run", "--audit-log"])
+        .arg(home.join("audit.jsonl"))
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; git init -q sub && git -C sub config core.fsmonitor 'touch /tmp/x'; \
+             mkdir -p l && echo hi > l/.envrc && chmod 000 l; echo done",
+        ])
+        .current_dir(&ws)
+        .env("HOME", &home)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(std::process::Stdio::null());
+    let out = run_to_end(cmd);
+    out.assert_code(0, "an ordinary user's run");
+    assert!(out.stdout.starts_with("1000\n"), "{out}");
+    for q in ["sub/.git/config", "l/.envrc"] {
+        assert!(
+            out.stderr.contains(&format!("{} ", ws.join(q).display()))
+                && out.stderr.contains("quarantined as"),
+            "{q}: {out}"
+        );
+    }
+    assert_eq!(owner(&ws.join("sub")), (1000, 1000));
+    set_mode(&ws.join("l"), 0o755);
+    assert!(!ws.join("l/.envrc").exists());
+}
