@@ -328,10 +328,43 @@ pub(crate) fn check_workspace(
     audit: &crate::audit::SessionAudit,
     since: crate::surface::Since,
 ) {
-    for finding in crate::surface::check(&plan.writable, &plan.protect, since) {
+    let cache = listings_dir(plan.identity.privileged);
+    for finding in
+        crate::surface::check_with(&plan.writable, &plan.protect, since, cache.as_deref())
+    {
         eprintln!("{}", finding.line());
         audit.tamper(&finding);
     }
+}
+
+/// Where the supervisor keeps the workspace check's directory listings
+/// (`surface::check_with`): `/run/airlock/listings` as root, else
+/// `$XDG_RUNTIME_DIR/airlock-listings`. They decide what the check skips,
+/// so a directory anyone else could write (or a symlink) is never used:
+/// then every directory is listed.
+fn listings_dir(privileged: bool) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = if privileged {
+        std::path::PathBuf::from("/run/airlock/listings")
+    } else {
+        std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("airlock-listings")
+    };
+    if !dir.is_absolute() {
+        return None;
+    }
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            m.is_dir() && m.uid() == me && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0)
+        })
+    };
+    let private = std::fs::symlink_metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o077 == 0);
+    (private && dir.parent().is_some_and(ours)).then_some(dir)
 }
 
 /// Waits for `child` to be gone.

@@ -133,6 +133,181 @@ impl Finding {
 struct Report {
     findings: Vec<Finding>,
     hook_dirs: Vec<PathBuf>,
+    /// Listings from the last check, and the ones this check makes.
+    listings: Option<Listings>,
+}
+
+/// Directory listings kept between checks (the supervisor's, outside the
+/// sandbox), so that a directory unchanged since it was listed is not
+/// listed again: on ext4 a listing (getdents of an htree directory) costs
+/// several microseconds, a `fstat` one. Only what the check looks at is
+/// kept: subdirectories and the names the surface is made of.
+///
+/// A directory's entries change only with its ctime (creating, removing,
+/// renaming or linking an entry updates it; a mount over it changes the
+/// inode `fstat` sees), so a listing is reused only when the directory's
+/// device, inode and ctime are those recorded, and that ctime was at least
+/// a second older than the listing itself (a change within the same clock
+/// tick as the listing could keep the ctime). Editor folders and hooks
+/// directories, where every entry counts, are always listed.
+#[derive(Default)]
+struct Listings {
+    /// When the listings being reused were made (seconds).
+    made: i64,
+    old: std::collections::HashMap<Vec<u8>, Listing>,
+    new: Vec<(Vec<u8>, Listing)>,
+}
+
+/// One directory's listing: its identity and the entries the check uses.
+#[derive(Clone)]
+struct Listing {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+    names: Vec<u8>,
+    entries: Vec<(usize, usize, Type)>,
+}
+
+/// Names that matter wherever they are (besides directories).
+fn kept(name: &[u8], ty: Type) -> bool {
+    ty == Type::Directory
+        || matches!(
+            name,
+            b"HEAD" | b"commondir" | b"config" | b"config.worktree" | b"hooks" | b".git"
+        )
+        || ANYWHERE_FILES
+            .iter()
+            .chain(RC_FILES)
+            .chain(EDITOR_DIRS)
+            .any(|n| n.as_bytes() == name)
+}
+
+const LISTINGS_MAGIC: &[u8] = b"airlock-listings-1\n";
+
+impl Listings {
+    /// The listings saved at `file`; none if it is missing or unreadable.
+    fn load(file: &Path) -> Listings {
+        let mut out = Listings::default();
+        let Ok(data) = std::fs::read(file) else {
+            return out;
+        };
+        let mut r = Reader(&data);
+        let parsed = (|| -> Option<()> {
+            if r.take(LISTINGS_MAGIC.len())? != LISTINGS_MAGIC {
+                return None;
+            }
+            out.made = r.i64()?;
+            while !r.0.is_empty() {
+                let key_len = r.u32()? as usize;
+                let key = r.take(key_len)?.to_vec();
+                let (dev, ino) = (r.u64()?, r.u64()?);
+                let ctime = (r.i64()?, r.i64()?);
+                let n = r.u32()? as usize;
+                let mut names = Vec::new();
+                let mut entries = Vec::with_capacity(n.min(1 << 16));
+                for _ in 0..n {
+                    let ty = match r.take(1)?[0] {
+                        b'd' => Type::Directory,
+                        b'l' => Type::Symlink,
+                        b'f' => Type::File,
+                        _ => Type::Fifo,
+                    };
+                    let len = r.u32()? as usize;
+                    entries.push((names.len(), len, ty));
+                    names.extend_from_slice(r.take(len)?);
+                }
+                out.old.insert(
+                    key,
+                    Listing {
+                        dev,
+                        ino,
+                        ctime,
+                        names,
+                        entries,
+                    },
+                );
+            }
+            Some(())
+        })();
+        if parsed.is_none() {
+            // A damaged file: list everything again.
+            out.old.clear();
+        }
+        out
+    }
+
+    /// The kept listing of the directory at `key` whose `fstat` is `st`,
+    /// if it still holds.
+    fn reuse(&self, key: &[u8], st: &nix::sys::stat::FileStat) -> Option<&Listing> {
+        let l = self.old.get(key)?;
+        (l.dev == st.st_dev
+            && l.ino == st.st_ino
+            && l.ctime == (st.st_ctime, st.st_ctime_nsec)
+            && l.ctime.0 < self.made - 1)
+            .then_some(l)
+    }
+
+    /// Writes this check's listings to `file` (atomically, mode 0600).
+    fn save(&self, file: &Path, made: i64) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut data = LISTINGS_MAGIC.to_vec();
+        data.extend_from_slice(&made.to_le_bytes());
+        for (key, l) in &self.new {
+            data.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            data.extend_from_slice(key);
+            data.extend_from_slice(&l.dev.to_le_bytes());
+            data.extend_from_slice(&l.ino.to_le_bytes());
+            data.extend_from_slice(&l.ctime.0.to_le_bytes());
+            data.extend_from_slice(&l.ctime.1.to_le_bytes());
+            data.extend_from_slice(&(l.entries.len() as u32).to_le_bytes());
+            for (at, len, ty) in &l.entries {
+                data.push(match ty {
+                    Type::Directory => b'd',
+                    Type::Symlink => b'l',
+                    Type::File => b'f',
+                    _ => b'o',
+                });
+                data.extend_from_slice(&(*len as u32).to_le_bytes());
+                data.extend_from_slice(&l.names[*at..at + len]);
+            }
+        }
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&data));
+        if written.is_ok() {
+            let _ = std::fs::rename(&tmp, file);
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// A cursor over a listings file.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
 }
 
 /// How an entry of a directory counts.
@@ -232,7 +407,34 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
 /// relative to each tree), quarantines them, and says what it found.
 /// Never fails: what cannot be read is reported, not skipped silently.
 pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding> {
-    let mut report = Report::default();
+    check_with(trees, extra, since, None)
+}
+
+/// [`check`], reusing the listings kept in `cache` (a directory only the
+/// supervisor can write) from the last check of the same trees, and
+/// keeping this check's for the next.
+pub fn check_with(
+    trees: &[PathBuf],
+    extra: &[PathBuf],
+    since: Since,
+    cache: Option<&Path>,
+) -> Vec<Finding> {
+    let now = Since::now();
+    let file = cache.map(|dir| {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for t in trees {
+            h.update(t.as_os_str().as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        dir.join(format!("listings-{name}"))
+    });
+    let mut report = Report {
+        listings: file.as_deref().map(Listings::load),
+        ..Report::default()
+    };
     for tree in trees {
         for rel in extra {
             check_extra(tree, rel, since, &mut report);
@@ -270,6 +472,18 @@ pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding>
                 let rel = dir.strip_prefix(tree).unwrap_or(&dir).to_path_buf();
                 check_hooks_path(tree, &rel, since, &mut report);
             }
+        }
+    }
+    if let (Some(file), Some(listings)) = (&file, &report.listings) {
+        // Only when something was listed anew (or renamed by the check).
+        let reused_all = listings.new.len() == listings.old.len()
+            && listings
+                .new
+                .iter()
+                .all(|(k, l)| listings.old.get(k).is_some_and(|o| o.ctime == l.ctime))
+            && report.findings.is_empty();
+        if !reused_all {
+            listings.save(file, now.sec);
         }
     }
     report.findings
@@ -405,7 +619,29 @@ fn hooks_path(text: &str) -> Option<String> {
 fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out: &mut Report) {
     let mut names = Vec::new();
     let mut entries = Vec::new();
-    if read_entries(&fd, &mut names, &mut entries).is_err() {
+    let cacheable = !place.editor && !place.hooks;
+    let st = nix::sys::stat::fstat(&fd).ok();
+    let key = path.as_os_str().as_bytes();
+    let reused = match (&out.listings, &st) {
+        (Some(l), Some(st)) if cacheable => l.reuse(key, st).cloned(),
+        _ => None,
+    };
+    let fresh = reused.is_none();
+    if let Some(l) = reused {
+        names = l.names.clone();
+        entries = l
+            .entries
+            .iter()
+            .map(|&(at, len, ty)| Entry {
+                at,
+                len,
+                ty: Some(ty),
+            })
+            .collect();
+        if let Some(listings) = &mut out.listings {
+            listings.new.push((key.to_vec(), l));
+        }
+    } else if read_entries(&fd, &mut names, &mut entries).is_err() {
         out.findings.push(Finding {
             path: path.to_path_buf(),
             what: "a directory the checker cannot list".into(),
@@ -422,6 +658,30 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
                     .ok()
                     .map(|st| type_of(st.st_mode));
             }
+        }
+    }
+    if let (Some(listings), Some(st), true, true) = (&mut out.listings, &st, cacheable, fresh) {
+        {
+            let mut kept_names = Vec::new();
+            let mut kept_entries = Vec::new();
+            for e in &entries {
+                if let Some(ty) = e.ty {
+                    if kept(name_of(e), ty) {
+                        kept_entries.push((kept_names.len(), e.len, ty));
+                        kept_names.extend_from_slice(name_of(e));
+                    }
+                }
+            }
+            listings.new.push((
+                key.to_vec(),
+                Listing {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    ctime: (st.st_ctime, st.st_ctime_nsec),
+                    names: kept_names,
+                    entries: kept_entries,
+                },
+            ));
         }
     }
     let has = |n: &[u8], t: Type| entries.iter().any(|e| name_of(e) == n && e.ty == Some(t));
@@ -939,6 +1199,59 @@ mod tests {
             config_is_safe("[remote \"o\"]\n url = ssh://[::1]:22/r.git\n"),
             Ok(())
         );
+    }
+
+    /// The listings kept from one check never hide what the agent does
+    /// before the next: a new entry changes its directory's ctime, and an
+    /// existing surface file is still looked at (its name is kept).
+    #[test]
+    fn kept_listings_hide_nothing_planted_later() {
+        let root = std::env::temp_dir().join(format!("airlock-listings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let tree = root.join("tree");
+        let cache = root.join("cache");
+        for d in [
+            "tree/a/b",
+            "tree/sub/.git/objects",
+            "tree/sub/.git/hooks",
+            "cache",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::fs::write(tree.join("sub/.git/HEAD"), "ref: refs/heads/main\n").expect("HEAD");
+        std::fs::write(tree.join("sub/.git/config"), "[core]\n\tbare = false\n").expect("config");
+        // Listings are reused only for directories quiet for a second.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let trees = [tree.clone()];
+        let first = check_with(&trees, &[], Since::now(), Some(&cache));
+        assert!(first.is_empty(), "{first:?}");
+        let kept = std::fs::read_dir(&cache).expect("cache").count();
+        assert_eq!(kept, 1, "one listings file per set of trees");
+
+        let since = Since::now();
+        std::fs::write(tree.join("a/b/.envrc"), "evil\n").expect("envrc");
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(tree.join("sub/.git/config"))
+            .expect("open config");
+        std::io::Write::write_all(&mut config, b"\tfsmonitor = evil\n").expect("append");
+        drop(config);
+        let found: Vec<PathBuf> = check_with(&trees, &[], since, Some(&cache))
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert!(found.contains(&tree.join("a/b/.envrc")), "{found:?}");
+        assert!(found.contains(&tree.join("sub/.git/config")), "{found:?}");
+
+        // A damaged listings file: everything is listed again.
+        for f in std::fs::read_dir(&cache).expect("cache").flatten() {
+            std::fs::write(f.path(), b"airlock-listings-1\ngarbage").expect("damage");
+        }
+        let since = Since::now();
+        std::fs::write(tree.join("a/.envrc"), "evil\n").expect("envrc");
+        let found = check_with(&trees, &[], since, Some(&cache));
+        assert_eq!(found.len(), 1, "{found:?}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -669,3 +669,34 @@ fn an_ordinary_users_run_is_checked_too() {
     set_mode(&ws.join("l"), 0o755);
     assert!(!ws.join("l/.envrc").exists());
 }
+
+/// The supervisor keeps the check's directory listings between runs (an
+/// unchanged directory is not listed again): a second run in the same,
+/// quiet workspace still has what it plants quarantined.
+#[test]
+fn kept_listings_do_not_hide_a_second_runs_plants() {
+    let ws = TempDir::new("/tmp", "airlock-again");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    host_sh(
+        ws.path(),
+        "git init -q . && mkdir -p deep/er sub && (cd sub && git init -q .) && echo x > deep/er/x",
+    );
+    // Listings are reused only for directories quiet for a second.
+    std::thread::sleep(Duration::from_millis(2100));
+    let log = audit.join("a.jsonl");
+    run_in(ws.path(), &log, &[], "true").assert_code(0, "first run");
+    let out = run_in(
+        ws.path(),
+        &log,
+        &[],
+        "echo 'echo hi' > deep/er/.envrc && git -C sub config core.fsmonitor 'touch /tmp/x'",
+    );
+    out.assert_code(0, "second run");
+    for q in ["deep/er/.envrc", "sub/.git/config"] {
+        assert!(
+            out.stderr.contains(&format!("{} ", ws.join(q).display())),
+            "{q}: {out}"
+        );
+        assert!(!ws.join(q).exists(), "{q} still in place");
+    }
+}
