@@ -66,6 +66,15 @@ pub fn path(eff: &Effective, vars: &PathVars, mounts: &[MountStep], path: &Path)
             _ => None,
         }
     };
+    // The writable tree a pin (`SelfBind`) below step `upto` stands in.
+    let tree_under = |upto: usize| -> Option<&MountStep> {
+        mounts[..upto].iter().rev().find(|m| {
+            matches!(
+                m,
+                MountStep::Bind { writable: true, .. } | MountStep::IdmappedBind { .. }
+            ) && path.starts_with(m.target())
+        })
+    };
     let grant_of = |source: &Path, writable: bool| -> Option<(String, String)> {
         let source = canonical(source);
         if writable && source == canonical(&vars.workspace) {
@@ -124,35 +133,31 @@ pub fn path(eff: &Effective, vars: &PathVars, mounts: &[MountStep], path: &Path)
         }
         MountStep::SelfBind {
             writable: false, ..
-        } => match host_behind(i) {
-            Some((_, tree)) => protected(eff, tree.target(), &path),
+        } => match tree_under(i) {
+            Some(tree) => protected(eff, tree.target(), &path),
             None => protected(eff, &path, &path),
         },
         // A pinned `.git`: as writable as the tree it is in, but for its
         // config and hooks.
-        MountStep::SelfBind { writable: true, .. }
-            if host_behind(i).is_some_and(|(_, t)| is_protected(eff, t.target(), &path)) =>
-        {
-            match host_behind(i) {
-                Some((_, tree)) => protected(eff, tree.target(), &path),
-                None => protected(eff, &path, &path),
+        MountStep::SelfBind { writable: true, .. } => match tree_under(i) {
+            Some(tree) if is_protected(eff, tree.target(), &path) => {
+                protected(eff, tree.target(), &path)
             }
-        }
-        MountStep::SelfBind { writable: true, .. } => match host_behind(i) {
-            Some((_, MountStep::Bind { source, .. }))
-            | Some((_, MountStep::IdmappedBind { source, .. })) => match grant_of(source, true) {
-                Some((t, o)) => Explanation {
-                    allowed: true,
-                    because: format!(
-                        "read-write: filesystem.write '{t}' ({o}); pinned (cannot be renamed or \
-                         replaced)"
-                    ),
-                },
-                None => Explanation {
-                    allowed: true,
-                    because: "read-write; pinned (cannot be renamed or replaced)".to_string(),
-                },
-            },
+            Some(MountStep::Bind { source, .. }) | Some(MountStep::IdmappedBind { source, .. }) => {
+                match grant_of(source, true) {
+                    Some((t, o)) => Explanation {
+                        allowed: true,
+                        because: format!(
+                            "read-write: filesystem.write '{t}' ({o}); pinned (cannot be renamed \
+                             or replaced)"
+                        ),
+                    },
+                    None => Explanation {
+                        allowed: true,
+                        because: "read-write; pinned (cannot be renamed or replaced)".to_string(),
+                    },
+                }
+            }
             _ => Explanation {
                 allowed: true,
                 because: "read-write; pinned (cannot be renamed or replaced)".to_string(),
@@ -466,7 +471,12 @@ mod tests {
         for d in [&ws, &home.join(".ssh"), &extra, &ws.join(".git")] {
             std::fs::create_dir_all(d).expect("mkdir");
         }
-        for f in [home.join(".npmrc"), home.join(".ssh/id"), extra.join("x")] {
+        for f in [
+            home.join(".npmrc"),
+            home.join(".ssh/id"),
+            extra.join("x"),
+            ws.join(".git/config"),
+        ] {
             std::fs::write(&f, "").expect("write");
         }
         let e = eff(&format!(
@@ -538,6 +548,14 @@ mod tests {
                 "bind-rw",
                 true,
                 "read-write: filesystem.write '${WORKSPACE}' (the workspace)".to_string(),
+            ),
+            (
+                p("ws/.git/config"),
+                "pinned-ro",
+                true,
+                "'.git/config' inside the writable tree ".to_string()
+                    + &ws.display().to_string()
+                    + " is protected",
             ),
             (
                 p("ws/.git/hooks"),
