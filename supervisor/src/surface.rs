@@ -418,11 +418,9 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         entries.push((name.to_owned(), ty));
     }
     drop(dir);
-    let has = |n: &[u8], t: Type| entries.iter().any(|(e, et)| e.to_bytes() == n && *et == t);
+    let names: Vec<(&[u8], Type)> = entries.iter().map(|(n, t)| (n.to_bytes(), *t)).collect();
     let place = Place {
-        git_dir: place.git_dir
-            || (has(b"HEAD", Type::File)
-                && (has(b"objects", Type::Directory) || has(b"commondir", Type::File))),
+        git_dir: place.git_dir || looks_like_git_dir(&names),
         ..place
     };
     for (name, ty) in &entries {
@@ -486,6 +484,19 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
     }
 }
 
+/// Whether a directory with these entries is one git would take for a
+/// git dir. Git asks for `HEAD` (a file, or a symlink into `refs/`) and
+/// `objects` (anything `access(X_OK)` passes, a symlink to a directory
+/// included), or a `commondir` it reads through symlinks: any type counts,
+/// or a symlinked `HEAD` or `objects` would hide the config beside them.
+fn looks_like_git_dir(entries: &[(&[u8], Type)]) -> bool {
+    let has = |n: &[u8]| entries.iter().any(|(e, _)| *e == n);
+    let head = entries
+        .iter()
+        .any(|(e, t)| *e == b"HEAD" && *t != Type::Directory);
+    head && (has(b"objects") || has(b"commondir"))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn enter(
     parent: &OwnedFd,
@@ -504,16 +515,65 @@ fn enter(
         });
         return;
     }
-    // Unreadable to us means unwritable to the agent, which had no more
-    // rights than the checker (or it vanished): nothing to do.
-    if let Ok(fd) = openat(
+    let open = || {
+        openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        // Listing needs read, and looking at the entries search (x).
+        .and_then(|fd| fstatat(&fd, c".", AtFlags::empty()).map(|_| fd))
+    };
+    match open() {
+        Ok(fd) => walk(fd, path, place, since, depth + 1, out),
+        // It vanished (a concurrent sandbox), or it is no directory now.
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {}
+        // The agent may have written inside and then taken its own
+        // permissions away (chmod 000): a checker without
+        // CAP_DAC_OVERRIDE (init, or an ordinary user's supervisor) would
+        // skip what root on the host still enters. As its owner, give
+        // ourselves read and search, check, and put the mode back.
+        Err(e) => match unlock(parent, name, open) {
+            Ok((fd, mode)) => {
+                let dup = fd.try_clone();
+                walk(fd, path, place, since, depth + 1, out);
+                if let Ok(dup) = dup {
+                    let _ = nix::sys::stat::fchmod(&dup, mode);
+                }
+            }
+            Err(_) => out.findings.push(Finding {
+                path: path.to_path_buf(),
+                what: "a directory the check cannot enter".into(),
+                outcome: Err(format!("open: {e}")),
+            }),
+        },
+    }
+}
+
+/// Adds owner read and search to the directory `name`, opens it with
+/// `open`, and returns it with its former mode (to put back).
+fn unlock(
+    parent: &OwnedFd,
+    name: &CStr,
+    open: impl Fn() -> nix::Result<OwnedFd>,
+) -> nix::Result<(OwnedFd, Mode)> {
+    let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(nix::errno::Errno::ENOTDIR);
+    }
+    let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
+    // The name was a directory a moment ago; should a concurrent sandbox
+    // swap in a symlink, the chmod follows it to a file that sandbox's
+    // agent (as this checker's uid, without capabilities) could chmod
+    // itself: no rights are gained. Root never gets here.
+    nix::sys::stat::fchmodat(
         parent,
         name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        walk(fd, path, place, since, depth + 1, out);
-    }
+        mode | Mode::S_IRUSR | Mode::S_IXUSR,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )?;
+    open().map(|fd| (fd, mode))
 }
 
 fn changed(dir: &OwnedFd, name: &CStr, since: Since) -> bool {
@@ -529,6 +589,26 @@ fn surface(dir: &OwnedFd, name: &CStr, path: &Path, what: &str, since: Since, ou
 /// Renames `name` to `name.airlock-quarantine` (or `...-N`), never over
 /// an existing entry.
 fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Report) {
+    let mut outcome = rename_aside(dir, name, path);
+    if outcome == Err(format!("rename: {}", nix::errno::Errno::EACCES)) {
+        // The agent made the directory read-only after writing in it: as
+        // its owner, take write back for the rename, then put it back.
+        if let Ok(st) = nix::sys::stat::fstat(dir) {
+            let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
+            if nix::sys::stat::fchmod(dir, mode | Mode::S_IWUSR | Mode::S_IXUSR).is_ok() {
+                outcome = rename_aside(dir, name, path);
+                let _ = nix::sys::stat::fchmod(dir, mode);
+            }
+        }
+    }
+    out.findings.push(Finding {
+        path: path.to_path_buf(),
+        what,
+        outcome,
+    });
+}
+
+fn rename_aside(dir: &OwnedFd, name: &CStr, path: &Path) -> Result<PathBuf, String> {
     let mut outcome = Err("no free quarantine name".to_string());
     for n in 0..100 {
         let suffix = if n == 0 {
@@ -559,11 +639,7 @@ fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut R
             }
         }
     }
-    out.findings.push(Finding {
-        path: path.to_path_buf(),
-        what,
-        outcome,
-    });
+    outcome
 }
 
 fn read_config(dir: &OwnedFd, name: &CStr) -> Result<String, String> {
@@ -797,6 +873,26 @@ mod tests {
             config_is_safe("[remote \"o\"]\n url = ssh://[::1]:22/r.git\n"),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_symlinked_head_or_objects_still_makes_a_git_dir() {
+        type Entries<'a> = &'a [(&'a [u8], Type)];
+        let (f, d, l) = (Type::File, Type::Directory, Type::Symlink);
+        let rows: &[(Entries, bool)] = &[
+            (&[(b"HEAD", f), (b"objects", d)], true),
+            (&[(b"HEAD", l), (b"objects", d)], true),
+            (&[(b"HEAD", f), (b"objects", l)], true),
+            (&[(b"HEAD", l), (b"objects", l)], true),
+            (&[(b"HEAD", f), (b"commondir", f)], true),
+            (&[(b"HEAD", f), (b"commondir", l)], true),
+            (&[(b"HEAD", f), (b"config", f)], false),
+            (&[(b"HEAD", d), (b"objects", d)], false),
+            (&[(b"objects", d), (b"config", f)], false),
+        ];
+        for (entries, want) in rows {
+            assert_eq!(looks_like_git_dir(entries), *want, "{entries:?}");
+        }
     }
 
     #[test]

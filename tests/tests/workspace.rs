@@ -572,3 +572,82 @@ fn hooks_under_the_configured_hooks_path_are_quarantined() {
         &[".githooks/post-checkout"],
     );
 }
+
+/// Git takes a directory for a git dir when its `HEAD` is a symlink into
+/// `refs/` or its `objects` a symlink to a directory: the config beside
+/// them is still checked.
+#[test]
+fn a_nested_repository_with_a_symlinked_head_or_objects_is_checked() {
+    attack(
+        "symlinked HEAD",
+        "",
+        "mkdir -p sub/.git/refs sub/.git/objects && ln -s refs/heads/main sub/.git/HEAD && \
+         printf '[core]\\n\\tfsmonitor = touch MARK\\n' > sub/.git/config",
+        &["sub/.git/config"],
+    );
+    attack(
+        "symlinked objects",
+        "",
+        "git init -q sub2 && rm -rf sub2/.git/objects && ln -s ../../.git/objects sub2/.git/objects && \
+         printf '[core]\\n\\tfsmonitor = touch MARK\\n' >> sub2/.git/config",
+        &["sub2/.git/config"],
+    );
+}
+
+/// The agent plants code, then takes every permission off the directories
+/// holding it (000, read-only, no write). Root on the host still enters
+/// them; init's check after a SIGKILL of `sandbox` runs without
+/// capabilities, and must enter them too (as their owner) and quarantine
+/// what is inside, leaving the modes as the agent set them.
+#[test]
+fn directories_locked_after_planting_are_still_checked_by_init() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let mark = format!("/tmp/airlock-pwned-{}", random_token());
+    host_sh(
+        ws.path(),
+        "git init -q . && echo a > a && git add a && git commit -qm a",
+    );
+    let marker = common::sleep_marker(8);
+    let mut cmd = Command::new(common::sandbox_bin());
+    cmd.arg("run")
+        .arg("--audit-log")
+        .arg(audit.join("a.jsonl"))
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!(
+            "mkdir d e f && git init -q d/r && git -C d/r config core.fsmonitor 'touch {mark}' && \
+             echo 'touch {mark}' > e/.envrc && echo 'touch {mark}' > f/.envrc && \
+             chmod 000 d && chmod 444 e && chmod 555 f && echo started; exec sleep {marker}"
+        ))
+        .current_dir(ws.path())
+        .stdin(std::process::Stdio::null());
+    let mut run = common::Streaming::spawn(cmd);
+    run.wait_for_line("started", common::RUN_DEADLINE);
+    run.signal(libc::SIGKILL);
+    let out = run.finish();
+    let left = common::wait_until_gone(&marker, Duration::from_secs(30));
+    assert!(left.is_empty(), "sandbox outlived its supervisor: {left:?}");
+    host_sh(
+        &ws.join("d/r"),
+        "git status >/dev/null 2>&1; git diff >/dev/null 2>&1; true",
+    );
+    let pwned = Path::new(&mark).exists();
+    let _ = std::fs::remove_file(&mark);
+    assert!(!pwned, "the host ran the agent's code\n{out}");
+    for (q, mode) in [
+        ("d/r/.git/config", 0o000),
+        ("e/.envrc", 0o444),
+        ("f/.envrc", 0o555),
+    ] {
+        let moved = format!("quarantined as {}.airlock-quarantine", ws.join(q).display());
+        assert!(out.stderr.contains(&moved), "{q} not reported: {out}");
+        assert!(!ws.join(q).exists(), "{q} still in place: {out}");
+        let dir = ws.join(q.split('/').next().unwrap_or(q));
+        assert_eq!(
+            std::fs::metadata(&dir).expect("dir").mode() & 0o7777,
+            mode,
+            "{} keeps the agent's mode",
+            dir.display()
+        );
+    }
+}
