@@ -163,6 +163,8 @@ struct Place {
     editor: bool,
     /// A git dir's `hooks/`.
     hooks: bool,
+    /// Below a git dir (its `logs/`, `refs/`, `objects/`...).
+    in_git: bool,
 }
 
 /// The kind of entry `name` of type `ty` in a directory at `place`.
@@ -205,6 +207,14 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
             }
             _ => {}
         }
+    }
+    // Git opens its own files (reflogs, COMMIT_EDITMSG, FETCH_HEAD, refs,
+    // objects) following symlinks and never makes one there itself: one
+    // the agent planted makes the host's next commit or checkout (as root,
+    // perhaps) write outside the tree, e.g. append a reflog line to a
+    // shell rc file.
+    if ty == Type::Symlink && (place.git_dir || place.in_git) {
+        return Kind::Surface("a symlink in a git dir (git writes through it)");
     }
     if is(EDITOR_DIRS) {
         return if dir {
@@ -429,7 +439,11 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         // `modules/` and `worktrees/` hold further git dirs: the walk goes on.
         match classify(name.to_bytes(), *ty, place) {
             Kind::Plain if *ty == Type::Directory => {
-                enter(&fd, name, &child, Place::default(), since, depth, out)
+                let inner = Place {
+                    in_git: place.git_dir || place.in_git,
+                    ..Place::default()
+                };
+                enter(&fd, name, &child, inner, since, depth, out)
             }
             Kind::Plain => {}
             Kind::EditorDir => enter(
@@ -954,6 +968,22 @@ mod tests {
             ("hooks", d, git, Kind::HooksDir),
             ("hooks", d, deep, Kind::Plain),
             ("objects", d, git, Kind::Plain),
+            (
+                "COMMIT_EDITMSG",
+                l,
+                git,
+                Kind::Surface("a symlink in a git dir (git writes through it)"),
+            ),
+            (
+                "HEAD",
+                l,
+                Place {
+                    in_git: true,
+                    ..Place::default()
+                },
+                Kind::Surface("a symlink in a git dir (git writes through it)"),
+            ),
+            ("link", l, deep, Kind::Plain),
             (
                 "pre-commit",
                 f,

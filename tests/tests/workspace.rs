@@ -651,3 +651,54 @@ fn directories_locked_after_planting_are_still_checked_by_init() {
         );
     }
 }
+
+/// Symlinks the agent plants inside `.git` (a reflog, COMMIT_EDITMSG): the
+/// host's next commit and checkout, as root, would write through them to
+/// any file, e.g. append a reflog line naming the agent's branch
+/// (`x;touch${IFS}MARK;#`) to a shell rc file. They are quarantined, and
+/// the files outside stay as they were.
+#[test]
+fn symlinks_planted_in_git_cannot_make_the_hosts_git_write_outside() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let outside = TempDir::new("/tmp", "airlock-outside");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    write_file(&outside.join("rc"), "# rc\n", 0o644);
+    write_file(&outside.join("msg"), "keep\n", 0o644);
+    host_sh(
+        ws.path(),
+        "git init -q -b main . && echo a > a && git add a && git commit -qm a && \
+         mkdir sub && (cd sub && git init -q . && git commit -q --allow-empty -m b)",
+    );
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &[],
+        &format!(
+            "git branch 'x;touch${{IFS}}/tmp/pwned;#'; rm -f .git/logs/HEAD && \
+             ln -s {rc} .git/logs/HEAD && ln -sf {msg} .git/COMMIT_EDITMSG && \
+             rm -rf sub/.git/logs && ln -s {dir} sub/.git/logs && echo planted",
+            rc = outside.join("rc").display(),
+            msg = outside.join("msg").display(),
+            dir = outside.path().display(),
+        ),
+    );
+    assert!(out.stdout.contains("planted"), "{out}");
+    host_sh(
+        ws.path(),
+        "git commit -q --allow-empty -m host; git checkout -q 'x;touch${IFS}/tmp/pwned;#'; \
+         cd sub && git commit -q --allow-empty -m host2; true",
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("rc")).expect("rc"),
+        "# rc\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("msg")).expect("msg"),
+        "keep\n"
+    );
+    assert!(!outside.join("HEAD").exists(), "sub's reflog went outside");
+    for q in [".git/logs/HEAD", ".git/COMMIT_EDITMSG", "sub/.git/logs"] {
+        let moved = format!("quarantined as {}.airlock-quarantine", ws.join(q).display());
+        assert!(out.stderr.contains(&moved), "{q} not reported: {out}");
+    }
+}
