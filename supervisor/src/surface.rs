@@ -133,6 +133,9 @@ impl Finding {
 struct Report {
     findings: Vec<Finding>,
     hook_dirs: Vec<PathBuf>,
+    /// Files a repository's config includes (`include.path`,
+    /// `includeIf.*.path`), with how many includes deep they are.
+    includes: Vec<(PathBuf, usize)>,
 }
 
 /// How an entry of a directory counts.
@@ -270,6 +273,12 @@ pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding>
                 outcome: Err(format!("cannot open it: {e}")),
             }),
         }
+        while let Some((file, depth)) = report.includes.pop() {
+            if file.starts_with(tree) && depth <= MAX_INCLUDE_DEPTH {
+                let rel = file.strip_prefix(tree).unwrap_or(&file).to_path_buf();
+                check_included(tree, &rel, depth, since, &mut report);
+            }
+        }
         for dir in std::mem::take(&mut report.hook_dirs) {
             if dir.starts_with(tree) {
                 let rel = dir.strip_prefix(tree).unwrap_or(&dir).to_path_buf();
@@ -366,6 +375,114 @@ fn check_hooks_path(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
         0,
         out,
     );
+}
+
+/// Git follows includes this deep, and no deeper.
+const MAX_INCLUDE_DEPTH: usize = 10;
+
+/// The directory holding `rel` inside `tree`, every component opened
+/// without following symlinks. On a component that is not a plain
+/// directory, `None`, after treating that component as surface (`what`).
+fn open_parent(
+    tree: &Path,
+    rel: &Path,
+    what: &str,
+    since: Since,
+    out: &mut Report,
+) -> Option<(OwnedFd, PathBuf)> {
+    let root = CString::new(tree.as_os_str().as_bytes()).ok()?;
+    let mut dir = openat(
+        nix::fcntl::AT_FDCWD,
+        root.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut at = tree.to_path_buf();
+    let parent = rel.parent()?;
+    for part in parent.components() {
+        let std::path::Component::Normal(part) = part else {
+            return None;
+        };
+        let name = CString::new(part.as_bytes()).ok()?;
+        at.push(part);
+        match openat(
+            &dir,
+            name.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(next) => dir = next,
+            Err(_) => {
+                surface(&dir, &name, &at, what, since, out);
+                return None;
+            }
+        }
+    }
+    Some((dir, at))
+}
+
+/// A file a repository's config includes, inside the tree: checked as a
+/// git config (quarantined when changed and unsafe), and its own
+/// includes followed.
+fn check_included(tree: &Path, rel: &Path, depth: usize, since: Since, out: &mut Report) {
+    let what = "a link on the way to an included git config";
+    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
+        return;
+    };
+    let Some(name) = rel.file_name() else { return };
+    let Ok(name) = CString::new(name.as_bytes()) else {
+        return;
+    };
+    let path = at.join(OsStr::from_bytes(name.to_bytes()));
+    if !changed(&dir, &name, since) {
+        if let Ok(text) = read_config(&dir, &name) {
+            for file in include_paths(&text) {
+                out.includes.push((lexical(&at.join(file)), depth + 1));
+            }
+        }
+        return;
+    }
+    if let Err(why) = read_config(&dir, &name).and_then(|t| config_is_safe(&t)) {
+        quarantine(
+            &dir,
+            &name,
+            &path,
+            format!("included git config ({why})"),
+            out,
+        );
+    }
+}
+
+/// The files a config includes (`include.path`, `includeIf.*.path`),
+/// relative to the config's own directory unless absolute; `~` paths
+/// (the user's home, outside what the agent can write) are left out.
+fn include_paths(text: &str) -> Vec<String> {
+    let mut in_include = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix('[') {
+            let header = rest.split(']').next().unwrap_or("").trim();
+            let name = header
+                .split(|c: char| c.is_ascii_whitespace() || c == '.')
+                .next()
+                .unwrap_or("");
+            in_include =
+                name.eq_ignore_ascii_case("include") || name.eq_ignore_ascii_case("includeif");
+            continue;
+        }
+        if !in_include {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().trim_matches('"');
+            if k.trim().eq_ignore_ascii_case("path") && !v.is_empty() && !v.starts_with('~') {
+                found.push(v.to_string());
+            }
+        }
+    }
+    found
 }
 
 /// `path` with `.` and `..` removed, without touching the filesystem.
@@ -474,10 +591,11 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
             Kind::Hook => surface(&fd, name, &child, "a git hook", since, out),
             Kind::Surface(what) => surface(&fd, name, &child, what, since, out),
             Kind::GitConfig => {
+                let text = read_config(&fd, name).ok();
                 if name.to_bytes() == b"config" {
                     // The repository's own hooks directory, if it moved
                     // them into the work tree (husky's `.husky/_`).
-                    if let Some(dir) = read_config(&fd, name).ok().and_then(|t| hooks_path(&t)) {
+                    if let Some(dir) = text.as_deref().and_then(hooks_path) {
                         let base = if path.file_name() == Some(OsStr::new(".git")) {
                             path.parent().unwrap_or(path)
                         } else {
@@ -485,6 +603,11 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
                         };
                         out.hook_dirs.push(lexical(&base.join(dir)));
                     }
+                }
+                // A file it includes (a shared `../.gitconfig` in the work
+                // tree is a common setup) is config too.
+                for file in text.as_deref().map(include_paths).unwrap_or_default() {
+                    out.includes.push((lexical(&path.join(file)), 1));
                 }
                 if !changed(&fd, name, since) {
                     continue;
@@ -907,6 +1030,17 @@ mod tests {
         for (entries, want) in rows {
             assert_eq!(looks_like_git_dir(entries), *want, "{entries:?}");
         }
+    }
+
+    #[test]
+    fn include_paths_are_read_from_include_and_include_if() {
+        let text = "[core]\n path = no\n[include]\n\tpath = ../.gitconfig\n\
+                    [includeIf \"gitdir:/w/\"]\n path = \"/w/shared\"\n[include]\n path = ~/x\n";
+        assert_eq!(include_paths(text), vec!["../.gitconfig", "/w/shared"]);
+        assert_eq!(
+            lexical(&Path::new("/w/.git").join("../.gitconfig")),
+            PathBuf::from("/w/.gitconfig")
+        );
     }
 
     #[test]

@@ -702,3 +702,18 @@ fn symlinks_planted_in_git_cannot_make_the_hosts_git_write_outside() {
         assert!(out.stderr.contains(&moved), "{q} not reported: {out}");
     }
 }
+
+/// A repository whose config includes a file in the work tree (a shared
+/// `../.gitconfig`, a common setup): that file is config the host's git
+/// reads, so what the agent writes there is quarantined too.
+#[test]
+fn a_config_file_included_from_the_work_tree_is_checked() {
+    attack(
+        "include.path into the work tree",
+        "git config include.path ../.gitconfig && touch .gitconfig && mkdir cfg && \
+         git config 'includeIf.gitdir:/.path' ../cfg/shared",
+        "printf '[core]\\n\\tfsmonitor = touch MARK\\n' > .gitconfig && \
+         printf '[alias]\\n\\tx = !touch MARK\\n' > cfg/shared",
+        &[".gitconfig", "cfg/shared"],
+    );
+}
