@@ -289,35 +289,28 @@ pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding>
     report.findings
 }
 
-/// A `filesystem.protect` path: surface wherever it is.
+/// A `filesystem.protect` path: surface wherever it is. Reached one
+/// component at a time without following symlinks (a concurrent sandbox
+/// on the same tree could swap a parent for a symlink between a check of
+/// the path and its use, and point the quarantine outside the tree).
 fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
-    let path = tree.join(rel);
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+    let what = "a link on the way to a path the profile protects";
+    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
         return;
     };
-    // Only through real directories: a symlinked parent is the agent's.
-    if !std::fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir())
-        || parent.ancestors().any(|a| {
-            a.starts_with(tree) && std::fs::symlink_metadata(a).is_ok_and(|m| m.is_symlink())
-        })
-    {
-        return;
-    }
-    let (Ok(p), Ok(n)) = (
-        CString::new(parent.as_os_str().as_bytes()),
-        CString::new(name.as_bytes()),
-    ) else {
+    let Some(name) = rel.file_name() else { return };
+    let Ok(name) = CString::new(name.as_bytes()) else {
         return;
     };
-    let Ok(dir) = openat(
-        nix::fcntl::AT_FDCWD,
-        p.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return;
-    };
-    surface(&dir, &n, &path, "a path the profile protects", since, out);
+    let path = at.join(OsStr::from_bytes(name.to_bytes()));
+    surface(
+        &dir,
+        &name,
+        &path,
+        "a path the profile protects",
+        since,
+        out,
+    );
 }
 
 /// A `core.hooksPath` inside the tree: every component opened without
