@@ -901,7 +901,8 @@ pub fn config_is_safe(text: &str) -> Result<(), String> {
             return Err(format!("{name}.{key}"));
         }
         if key == "url" || key == "pushurl" {
-            let v = value.unwrap_or("").trim_matches('"');
+            let v = git_value(value.unwrap_or(""));
+            let v = v.trim();
             // `<transport>::<address>` runs git-remote-<transport>, and
             // `ext::` runs a command line; an option-like URL is refused.
             let transport = v.split_once("::").map(|(t, _)| t);
@@ -916,6 +917,29 @@ pub fn config_is_safe(text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A value as git reads it: quotes anywhere removed (`"e"xt::` is
+/// `ext::`), escapes resolved, an unquoted `#` or `;` ending it.
+fn git_value(raw: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('b') => out.push('\u{8}'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '#' | ';' if !quoted => break,
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `core`, `remote "origin"` or `branch.main`: the lowercase section and
@@ -990,6 +1014,9 @@ mod tests {
             "[remote \"o\"]\n url = ext::sh -c touch% /tmp/x\n",
             "[remote \"o\"]\n url = evil::x\n",
             "[remote \"o\"]\n url = -oProxyCommand=x\n",
+            // Git joins quoted parts: both are `ext::` to it.
+            "[remote \"o\"]\n url = \"e\"xt::sh -c x\n",
+            "[remote \"o\"]\n pushurl = e\"xt::\"sh -c x\n",
             "[core]\n bare = false \\\n fsmonitor = x\n",
             "[core] fsmonitor = x\n",
             "fsmonitor = x\n",
