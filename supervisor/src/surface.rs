@@ -153,6 +153,9 @@ enum Kind {
     EditorDir,
     /// A git dir's `hooks/` directory.
     HooksDir,
+    /// An interactive rebase's todo list: its `exec` lines run on
+    /// `git rebase --continue`.
+    RebaseTodo,
 }
 
 /// Where a directory sits, for [`classify`].
@@ -218,6 +221,9 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
     // shell rc file.
     if ty == Type::Symlink && (place.git_dir || place.in_git) {
         return Kind::Surface("a symlink in a git dir (git writes through it)");
+    }
+    if place.in_git && name == b"git-rebase-todo" {
+        return Kind::RebaseTodo;
     }
     if is(EDITOR_DIRS) {
         return if dir {
@@ -583,6 +589,14 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
             Kind::Hook if name.to_bytes().ends_with(b".sample") => {}
             Kind::Hook => surface(&fd, name, &child, "a git hook", since, out),
             Kind::Surface(what) => surface(&fd, name, &child, what, since, out),
+            Kind::RebaseTodo => {
+                if changed(&fd, name, since)
+                    && read_config(&fd, name).map_or(true, |t| runs_commands(&t))
+                {
+                    let what = "a rebase todo list with exec lines".to_string();
+                    quarantine(&fd, name, &child, what, out);
+                }
+            }
             Kind::GitConfig => {
                 let text = read_config(&fd, name).ok();
                 if name.to_bytes() == b"config" {
@@ -919,6 +933,19 @@ pub fn config_is_safe(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a rebase todo list holds an `exec` (`x`) line, which the
+/// user's `git rebase --continue` would run.
+fn runs_commands(todo: &str) -> bool {
+    todo.lines().any(|line| {
+        let word = line
+            .trim_start_matches([' ', '\t'])
+            .split([' ', '\t'])
+            .next()
+            .unwrap_or("");
+        word == "x" || word == "exec"
+    })
+}
+
 /// A value as git reads it: quotes anywhere removed (`"e"xt::` is
 /// `ext::`), escapes resolved, an unquoted `#` or `;` ending it.
 fn git_value(raw: &str) -> String {
@@ -1061,6 +1088,13 @@ mod tests {
             lexical(&Path::new("/w/.git").join("../.gitconfig")),
             PathBuf::from("/w/.gitconfig")
         );
+    }
+
+    #[test]
+    fn exec_lines_in_a_rebase_todo_are_found() {
+        assert!(runs_commands("pick 1 a\nexec make\n"));
+        assert!(runs_commands("pick 1 a\n  x touch y\n"));
+        assert!(!runs_commands("pick 1 a\nbreak\n# exec x\nfixup 2 b\n"));
     }
 
     #[test]

@@ -717,3 +717,37 @@ fn a_config_file_included_from_the_work_tree_is_checked() {
         &[".gitconfig", "cfg/shared"],
     );
 }
+
+/// The agent leaves an interactive rebase stopped with `exec` lines still
+/// to do: `git status` on the host says a rebase is in progress, and the
+/// user's `git rebase --continue` would run them. The todo list is
+/// quarantined (the rebase then finishes with nothing left to run).
+#[test]
+fn a_rebase_left_stopped_with_exec_lines_is_quarantined() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let mark = format!("/tmp/airlock-pwned-{}", random_token());
+    host_sh(
+        ws.path(),
+        "git init -q -b main . && echo a > a && git add a && git commit -qm a && \
+         echo b > b && git add b && git commit -qm b",
+    );
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &["--env", "GIT_AUTHOR_NAME=t", "--env", "GIT_AUTHOR_EMAIL=t@example.com",
+          "--env", "GIT_COMMITTER_NAME=t", "--env", "GIT_COMMITTER_EMAIL=t@example.com"],
+        &format!(
+            "GIT_SEQUENCE_EDITOR='sed -i -e 1ibreak -e \"1iexec touch {mark}\"' \
+             git rebase -q -i HEAD~1 </dev/null; git status | grep -q 'rebase in progress' && echo STOPPED"
+        ),
+    );
+    assert!(out.stdout.contains("STOPPED"), "{out}");
+    let host = host_sh(ws.path(), "git status; git rebase --continue; true");
+    let pwned = Path::new(&mark).exists();
+    let _ = std::fs::remove_file(&mark);
+    assert!(!pwned, "the host ran the agent's exec line\n{out}\n{host}");
+    let todo = ws.join(".git/rebase-merge/git-rebase-todo");
+    let moved = format!("quarantined as {}.airlock-quarantine", todo.display());
+    assert!(out.stderr.contains(&moved), "{out}");
+}
