@@ -92,7 +92,19 @@ impl Since {
     }
 
     fn changed(&self, st: &nix::sys::stat::FileStat) -> bool {
-        (st.st_ctime, st.st_ctime_nsec) >= (self.sec, self.nsec)
+        self.changed_at(st.st_ctime, st.st_ctime_nsec)
+    }
+
+    /// Whether a ctime of `sec.nsec` is at or after this moment. A
+    /// filesystem stores it at its own granularity, truncated: whole
+    /// seconds on ext4 with 128-byte inodes, ext2/3 and others, two seconds
+    /// on vfat. There a change in the session's first second reads as
+    /// older than its start and would be missed; so a ctime without a
+    /// fraction counts from the second before the start (a change the
+    /// user made up to two seconds before may be quarantined too: fail
+    /// closed).
+    fn changed_at(&self, sec: i64, nsec: i64) -> bool {
+        (sec, nsec) >= (self.sec, self.nsec) || (nsec == 0 && sec >= self.sec - 1)
     }
 }
 
@@ -1095,6 +1107,23 @@ mod tests {
         assert!(runs_commands("pick 1 a\nexec make\n"));
         assert!(runs_commands("pick 1 a\n  x touch y\n"));
         assert!(!runs_commands("pick 1 a\nbreak\n# exec x\nfixup 2 b\n"));
+    }
+
+    #[test]
+    fn a_change_on_a_filesystem_with_whole_second_times_is_not_missed() {
+        let start = Since {
+            sec: 1001,
+            nsec: 500_000_000,
+        };
+        // A fine-grained filesystem: exact.
+        assert!(start.changed_at(1001, 500_000_000));
+        assert!(start.changed_at(1002, 1));
+        assert!(!start.changed_at(1001, 499_999_999));
+        assert!(!start.changed_at(999, 1));
+        // Truncated to the second (ext4, 128-byte inodes) or to two (vfat).
+        assert!(start.changed_at(1001, 0));
+        assert!(start.changed_at(1000, 0));
+        assert!(!start.changed_at(999, 0));
     }
 
     #[test]
