@@ -250,6 +250,15 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
     if place.root && is(RC_FILES) && !dir {
         return Kind::Surface("a shell rc file");
     }
+    // The global git config, should the tree be a home directory (a
+    // profile may write `${HOME}`): every git command reads it.
+    if place.root && name == b".gitconfig" {
+        return if ty == Type::File {
+            Kind::GitConfig
+        } else {
+            Kind::Surface("git config that is not a plain file")
+        };
+    }
     Kind::Plain
 }
 
@@ -1181,6 +1190,8 @@ mod tests {
             ),
             ("config", f, deep, Kind::Plain),
             ("config.worktree", f, git, Kind::GitConfig),
+            (".gitconfig", f, root, Kind::GitConfig),
+            (".gitconfig", f, deep, Kind::Plain),
             ("commondir", f, git, Kind::Surface("git commondir")),
             ("hooks", d, git, Kind::HooksDir),
             ("hooks", d, deep, Kind::Plain),

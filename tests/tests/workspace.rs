@@ -751,3 +751,35 @@ fn a_rebase_left_stopped_with_exec_lines_is_quarantined() {
     let moved = format!("quarantined as {}.airlock-quarantine", todo.display());
     assert!(out.stderr.contains(&moved), "{out}");
 }
+
+/// A writable tree may be a home directory (a profile can write
+/// `${HOME}`): its `.gitconfig` is the global git config, read by every git
+/// command. What the agent writes there is checked like a repository's.
+#[test]
+fn a_gitconfig_at_the_top_of_a_tree_is_checked() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let mark = format!("/tmp/airlock-pwned-{}", random_token());
+    host_sh(ws.path(), "git init -q . && mkdir sub && git init -q sub");
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &[],
+        &format!("printf '[core]\\n\\tfsmonitor = touch {mark}\\n' > .gitconfig"),
+    );
+    out.assert_code(0, "script runs");
+    let host = Command::new("/bin/sh")
+        .args(["-c", "git status >/dev/null 2>&1; true"])
+        .current_dir(ws.join("sub"))
+        .env("HOME", ws.path())
+        .output()
+        .expect("git");
+    let pwned = Path::new(&mark).exists();
+    let _ = std::fs::remove_file(&mark);
+    assert!(!pwned, "the host ran the agent's code: {out} {host:?}");
+    let moved = format!(
+        "quarantined as {}.airlock-quarantine",
+        ws.join(".gitconfig").display()
+    );
+    assert!(out.stderr.contains(&moved), "{out}");
+}
