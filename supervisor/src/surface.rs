@@ -775,11 +775,13 @@ fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut R
 
 fn rename_aside(dir: &OwnedFd, name: &CStr, path: &Path) -> Result<PathBuf, String> {
     let mut outcome = Err("no free quarantine name".to_string());
-    for n in 0..100 {
-        let suffix = if n == 0 {
-            QUARANTINE_SUFFIX.to_string()
-        } else {
-            format!("{QUARANTINE_SUFFIX}-{n}")
+    // The agent can take the first hundred names beforehand, to leave its
+    // file in place with only a warning: then names it cannot guess.
+    for n in 0..116 {
+        let suffix = match n {
+            0 => QUARANTINE_SUFFIX.to_string(),
+            1..100 => format!("{QUARANTINE_SUFFIX}-{n}"),
+            _ => format!("{QUARANTINE_SUFFIX}-{:016x}", random()),
         };
         let mut new = name.to_bytes().to_vec();
         new.extend_from_slice(suffix.as_bytes());
@@ -805,6 +807,15 @@ fn rename_aside(dir: &OwnedFd, name: &CStr, path: &Path) -> Result<PathBuf, Stri
         }
     }
     outcome
+}
+
+/// 64 random bits (0 should the kernel refuse, which only repeats a name
+/// and fails closed with a warning).
+fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for 8 bytes of writes.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    u64::from_ne_bytes(bytes)
 }
 
 fn read_config(dir: &OwnedFd, name: &CStr) -> Result<String, String> {

@@ -783,3 +783,18 @@ fn a_gitconfig_at_the_top_of_a_tree_is_checked() {
     );
     assert!(out.stderr.contains(&moved), "{out}");
 }
+
+/// The agent takes the quarantine names beforehand (`config.airlock-
+/// quarantine`, `-1` ... `-99`), hoping its file stays in place with only
+/// a warning: it is still moved aside, under a name it cannot guess.
+#[test]
+fn taken_quarantine_names_do_not_leave_planted_code_in_place() {
+    attack(
+        "quarantine names taken",
+        "",
+        "git init -q sub && c=sub/.git/config && touch $c.airlock-quarantine && \
+         for i in $(seq 1 99); do touch $c.airlock-quarantine-$i; done && \
+         git -C sub config core.fsmonitor 'touch MARK'",
+        &["sub/.git/config"],
+    );
+}
