@@ -148,6 +148,9 @@ struct Report {
     /// Files a repository's config includes (`include.path`,
     /// `includeIf.*.path`), with how many includes deep they are.
     includes: Vec<(PathBuf, usize)>,
+    /// What hooks that are symlinks point to (`hooks/pre-commit ->
+    /// ../../scripts/pre-commit.sh`, a common setup): run as the hook.
+    hook_targets: Vec<PathBuf>,
 }
 
 /// How an entry of a directory counts.
@@ -312,6 +315,12 @@ pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding>
                 check_hooks_path(tree, &rel, since, &mut report);
             }
         }
+        for file in std::mem::take(&mut report.hook_targets) {
+            if file.starts_with(tree) {
+                let rel = file.strip_prefix(tree).unwrap_or(&file).to_path_buf();
+                check_linked_hook(tree, &rel, since, &mut report);
+            }
+        }
     }
     report.findings
 }
@@ -440,6 +449,27 @@ fn open_parent(
         }
     }
     Some((dir, at))
+}
+
+/// The file a hook symlink points to, inside the tree: the hook itself.
+fn check_linked_hook(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
+    let what = "a link on the way to a git hook's script";
+    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
+        return;
+    };
+    let Some(name) = rel.file_name() else { return };
+    let Ok(name) = CString::new(name.as_bytes()) else {
+        return;
+    };
+    let path = at.join(OsStr::from_bytes(name.to_bytes()));
+    surface(
+        &dir,
+        &name,
+        &path,
+        "the script a git hook links to",
+        since,
+        out,
+    );
 }
 
 /// A file a repository's config includes, inside the tree: checked as a
@@ -608,7 +638,16 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
                 out,
             ),
             Kind::Hook if name.to_bytes().ends_with(b".sample") => {}
-            Kind::Hook => surface(&fd, name, &child, "a git hook", since, out),
+            Kind::Hook => {
+                if *ty == Type::Symlink && !changed(&fd, name, since) {
+                    // The user's link into the work tree: what it points
+                    // to is the hook, and the agent could write that.
+                    if let Ok(target) = nix::fcntl::readlinkat(&fd, name.as_c_str()) {
+                        out.hook_targets.push(lexical(&path.join(target)));
+                    }
+                }
+                surface(&fd, name, &child, "a git hook", since, out)
+            }
             Kind::Surface(what) => surface(&fd, name, &child, what, since, out),
             Kind::RebaseTodo => {
                 if changed(&fd, name, since)

@@ -798,3 +798,17 @@ fn taken_quarantine_names_do_not_leave_planted_code_in_place() {
         &["sub/.git/config"],
     );
 }
+
+/// A hook that is the user's symlink into the work tree (`.git/hooks/
+/// pre-commit -> ../../scripts/pre-commit.sh`): the script it points to
+/// is the hook, so what the agent writes there is quarantined.
+#[test]
+fn a_script_a_hook_links_to_is_checked() {
+    attack(
+        "hook symlink into the work tree",
+        "mkdir scripts && printf '#!/bin/sh\\ntrue\\n' > scripts/pre-commit.sh && \
+         chmod +x scripts/pre-commit.sh && ln -s ../../scripts/pre-commit.sh .git/hooks/post-checkout",
+        "echo 'touch MARK' >> scripts/pre-commit.sh",
+        &["scripts/pre-commit.sh"],
+    );
+}
