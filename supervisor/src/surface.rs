@@ -151,6 +151,9 @@ struct Report {
     /// What hooks that are symlinks point to (`hooks/pre-commit ->
     /// ../../scripts/pre-commit.sh`, a common setup): run as the hook.
     hook_targets: Vec<PathBuf>,
+    /// The checker reads and searches every directory whatever its mode
+    /// (`CAP_DAC_READ_SEARCH`: the supervisor as root).
+    sees_all: bool,
 }
 
 /// How an entry of a directory counts.
@@ -270,7 +273,15 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
 /// relative to each tree), quarantines them, and says what it found.
 /// Never fails: what cannot be read is reported, not skipped silently.
 pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding> {
-    let mut report = Report::default();
+    let mut report = Report {
+        sees_all: caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_DAC_READ_SEARCH,
+        )
+        .unwrap_or(false),
+        ..Report::default()
+    };
     for tree in trees {
         for rel in extra {
             check_extra(tree, rel, since, &mut report);
@@ -719,6 +730,7 @@ fn enter(
         });
         return;
     }
+    let sees_all = out.sees_all;
     let open = || {
         openat(
             parent,
@@ -726,8 +738,14 @@ fn enter(
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        // Listing needs read, and looking at the entries search (x).
-        .and_then(|fd| fstatat(&fd, c".", AtFlags::empty()).map(|_| fd))
+        // Listing needs read, and looking at the entries search (x),
+        // which root has whatever the mode (a stat spared per directory).
+        .and_then(|fd| {
+            if sees_all {
+                return Ok(fd);
+            }
+            fstatat(&fd, c".", AtFlags::empty()).map(|_| fd)
+        })
     };
     match open() {
         Ok(fd) => walk(fd, path, place, since, depth + 1, out),
