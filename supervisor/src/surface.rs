@@ -92,7 +92,19 @@ impl Since {
     }
 
     fn changed(&self, st: &nix::sys::stat::FileStat) -> bool {
-        (st.st_ctime, st.st_ctime_nsec) >= (self.sec, self.nsec)
+        self.changed_at(st.st_ctime, st.st_ctime_nsec)
+    }
+
+    /// Whether a ctime of `sec.nsec` is at or after this moment. A
+    /// filesystem stores it at its own granularity, truncated: whole
+    /// seconds on ext4 with 128-byte inodes, ext2/3 and others, two seconds
+    /// on vfat. There a change in the session's first second reads as
+    /// older than its start and would be missed; so a ctime without a
+    /// fraction counts from the second before the start (a change the
+    /// user made up to two seconds before may be quarantined too: fail
+    /// closed).
+    fn changed_at(&self, sec: i64, nsec: i64) -> bool {
+        (sec, nsec) >= (self.sec, self.nsec) || (nsec == 0 && sec >= self.sec - 1)
     }
 }
 
@@ -133,6 +145,15 @@ impl Finding {
 struct Report {
     findings: Vec<Finding>,
     hook_dirs: Vec<PathBuf>,
+    /// Files a repository's config includes (`include.path`,
+    /// `includeIf.*.path`), with how many includes deep they are.
+    includes: Vec<(PathBuf, usize)>,
+    /// What hooks that are symlinks point to (`hooks/pre-commit ->
+    /// ../../scripts/pre-commit.sh`, a common setup): run as the hook.
+    hook_targets: Vec<PathBuf>,
+    /// The checker reads and searches every directory whatever its mode
+    /// (`CAP_DAC_READ_SEARCH`: the supervisor as root).
+    sees_all: bool,
     /// Listings from the last check, and the ones this check makes.
     listings: Option<Listings>,
 }
@@ -168,12 +189,22 @@ struct Listing {
     entries: Vec<(usize, usize, Type)>,
 }
 
-/// Names that matter wherever they are (besides directories).
+/// Entries a kept listing holds: directories, symlinks (surface in a git
+/// dir), and names that matter somewhere.
 fn kept(name: &[u8], ty: Type) -> bool {
     ty == Type::Directory
+        || ty == Type::Symlink
         || matches!(
             name,
-            b"HEAD" | b"commondir" | b"config" | b"config.worktree" | b"hooks" | b".git"
+            b"HEAD"
+                | b"objects"
+                | b"commondir"
+                | b"config"
+                | b"config.worktree"
+                | b"hooks"
+                | b".git"
+                | b".gitconfig"
+                | b"git-rebase-todo"
         )
         || ANYWHERE_FILES
             .iter()
@@ -325,8 +356,9 @@ enum Kind {
     EditorDir,
     /// A git dir's `hooks/` directory.
     HooksDir,
-    /// A git dir's own data (objects, refs, logs, info): never walked.
-    GitData,
+    /// An interactive rebase's todo list: its `exec` lines run on
+    /// `git rebase --continue`.
+    RebaseTodo,
 }
 
 /// Where a directory sits, for [`classify`].
@@ -340,6 +372,8 @@ struct Place {
     editor: bool,
     /// A git dir's `hooks/`.
     hooks: bool,
+    /// Below a git dir (its `logs/`, `refs/`, `objects/`...).
+    in_git: bool,
 }
 
 /// The kind of entry `name` of type `ty` in a directory at `place`.
@@ -380,11 +414,19 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
                     Kind::Surface("git hooks that are not a directory")
                 }
             }
-            // Submodules' and linked worktrees' git dirs live here.
-            b"modules" | b"worktrees" => {}
-            _ if dir => return Kind::GitData,
             _ => {}
         }
+    }
+    // Git opens its own files (reflogs, COMMIT_EDITMSG, FETCH_HEAD, refs,
+    // objects) following symlinks and never makes one there itself: one
+    // the agent planted makes the host's next commit or checkout (as root,
+    // perhaps) write outside the tree, e.g. append a reflog line to a
+    // shell rc file.
+    if ty == Type::Symlink && (place.git_dir || place.in_git) {
+        return Kind::Surface("a symlink in a git dir (git writes through it)");
+    }
+    if place.in_git && name == b"git-rebase-todo" {
+        return Kind::RebaseTodo;
     }
     if is(EDITOR_DIRS) {
         return if dir {
@@ -398,6 +440,15 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
     }
     if place.root && is(RC_FILES) && !dir {
         return Kind::Surface("a shell rc file");
+    }
+    // The global git config, should the tree be a home directory (a
+    // profile may write `${HOME}`): every git command reads it.
+    if place.root && name == b".gitconfig" {
+        return if ty == Type::File {
+            Kind::GitConfig
+        } else {
+            Kind::Surface("git config that is not a plain file")
+        };
     }
     Kind::Plain
 }
@@ -432,6 +483,12 @@ pub fn check_with(
         dir.join(format!("listings-{name}"))
     });
     let mut report = Report {
+        sees_all: caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_DAC_READ_SEARCH,
+        )
+        .unwrap_or(false),
         listings: file.as_deref().map(Listings::load),
         ..Report::default()
     };
@@ -467,10 +524,22 @@ pub fn check_with(
                 outcome: Err(format!("cannot open it: {e}")),
             }),
         }
+        while let Some((file, depth)) = report.includes.pop() {
+            if file.starts_with(tree) && depth <= MAX_INCLUDE_DEPTH {
+                let rel = file.strip_prefix(tree).unwrap_or(&file).to_path_buf();
+                check_included(tree, &rel, depth, since, &mut report);
+            }
+        }
         for dir in std::mem::take(&mut report.hook_dirs) {
             if dir.starts_with(tree) {
                 let rel = dir.strip_prefix(tree).unwrap_or(&dir).to_path_buf();
                 check_hooks_path(tree, &rel, since, &mut report);
+            }
+        }
+        for file in std::mem::take(&mut report.hook_targets) {
+            if file.starts_with(tree) {
+                let rel = file.strip_prefix(tree).unwrap_or(&file).to_path_buf();
+                check_linked_hook(tree, &rel, since, &mut report);
             }
         }
     }
@@ -489,35 +558,28 @@ pub fn check_with(
     report.findings
 }
 
-/// A `filesystem.protect` path: surface wherever it is.
+/// A `filesystem.protect` path: surface wherever it is. Reached one
+/// component at a time without following symlinks (a concurrent sandbox
+/// on the same tree could swap a parent for a symlink between a check of
+/// the path and its use, and point the quarantine outside the tree).
 fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
-    let path = tree.join(rel);
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+    let what = "a link on the way to a path the profile protects";
+    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
         return;
     };
-    // Only through real directories: a symlinked parent is the agent's.
-    if !std::fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir())
-        || parent.ancestors().any(|a| {
-            a.starts_with(tree) && std::fs::symlink_metadata(a).is_ok_and(|m| m.is_symlink())
-        })
-    {
-        return;
-    }
-    let (Ok(p), Ok(n)) = (
-        CString::new(parent.as_os_str().as_bytes()),
-        CString::new(name.as_bytes()),
-    ) else {
+    let Some(name) = rel.file_name() else { return };
+    let Ok(name) = CString::new(name.as_bytes()) else {
         return;
     };
-    let Ok(dir) = openat(
-        nix::fcntl::AT_FDCWD,
-        p.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return;
-    };
-    surface(&dir, &n, &path, "a path the profile protects", since, out);
+    let path = at.join(OsStr::from_bytes(name.to_bytes()));
+    surface(
+        &dir,
+        &name,
+        &path,
+        "a path the profile protects",
+        since,
+        out,
+    );
 }
 
 /// A `core.hooksPath` inside the tree: every component opened without
@@ -577,6 +639,135 @@ fn check_hooks_path(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
     );
 }
 
+/// Git follows includes this deep, and no deeper.
+const MAX_INCLUDE_DEPTH: usize = 10;
+
+/// The directory holding `rel` inside `tree`, every component opened
+/// without following symlinks. On a component that is not a plain
+/// directory, `None`, after treating that component as surface (`what`).
+fn open_parent(
+    tree: &Path,
+    rel: &Path,
+    what: &str,
+    since: Since,
+    out: &mut Report,
+) -> Option<(OwnedFd, PathBuf)> {
+    let root = CString::new(tree.as_os_str().as_bytes()).ok()?;
+    let mut dir = openat(
+        nix::fcntl::AT_FDCWD,
+        root.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut at = tree.to_path_buf();
+    let parent = rel.parent()?;
+    for part in parent.components() {
+        let std::path::Component::Normal(part) = part else {
+            return None;
+        };
+        let name = CString::new(part.as_bytes()).ok()?;
+        at.push(part);
+        match openat(
+            &dir,
+            name.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(next) => dir = next,
+            Err(_) => {
+                surface(&dir, &name, &at, what, since, out);
+                return None;
+            }
+        }
+    }
+    Some((dir, at))
+}
+
+/// The file a hook symlink points to, inside the tree: the hook itself.
+fn check_linked_hook(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
+    let what = "a link on the way to a git hook's script";
+    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
+        return;
+    };
+    let Some(name) = rel.file_name() else { return };
+    let Ok(name) = CString::new(name.as_bytes()) else {
+        return;
+    };
+    let path = at.join(OsStr::from_bytes(name.to_bytes()));
+    surface(
+        &dir,
+        &name,
+        &path,
+        "the script a git hook links to",
+        since,
+        out,
+    );
+}
+
+/// A file a repository's config includes, inside the tree: checked as a
+/// git config (quarantined when changed and unsafe), and its own
+/// includes followed.
+fn check_included(tree: &Path, rel: &Path, depth: usize, since: Since, out: &mut Report) {
+    let what = "a link on the way to an included git config";
+    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
+        return;
+    };
+    let Some(name) = rel.file_name() else { return };
+    let Ok(name) = CString::new(name.as_bytes()) else {
+        return;
+    };
+    let path = at.join(OsStr::from_bytes(name.to_bytes()));
+    if !changed(&dir, &name, since) {
+        if let Ok(text) = read_config(&dir, &name) {
+            for file in include_paths(&text) {
+                out.includes.push((lexical(&at.join(file)), depth + 1));
+            }
+        }
+        return;
+    }
+    if let Err(why) = read_config(&dir, &name).and_then(|t| config_is_safe(&t)) {
+        quarantine(
+            &dir,
+            &name,
+            &path,
+            format!("included git config ({why})"),
+            out,
+        );
+    }
+}
+
+/// The files a config includes (`include.path`, `includeIf.*.path`),
+/// relative to the config's own directory unless absolute; `~` paths
+/// (the user's home, outside what the agent can write) are left out.
+fn include_paths(text: &str) -> Vec<String> {
+    let mut in_include = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix('[') {
+            let header = rest.split(']').next().unwrap_or("").trim();
+            let name = header
+                .split(|c: char| c.is_ascii_whitespace() || c == '.')
+                .next()
+                .unwrap_or("");
+            in_include =
+                name.eq_ignore_ascii_case("include") || name.eq_ignore_ascii_case("includeif");
+            continue;
+        }
+        if !in_include {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().trim_matches('"');
+            if k.trim().eq_ignore_ascii_case("path") && !v.is_empty() && !v.starts_with('~') {
+                found.push(v.to_string());
+            }
+        }
+    }
+    found
+}
+
 /// `path` with `.` and `..` removed, without touching the filesystem.
 fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -618,7 +809,7 @@ fn hooks_path(text: &str) -> Option<String> {
 
 fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out: &mut Report) {
     let mut names = Vec::new();
-    let mut entries = Vec::new();
+    let mut listed = Vec::new();
     let cacheable = !place.editor && !place.hooks;
     let st = nix::sys::stat::fstat(&fd).ok();
     let key = path.as_os_str().as_bytes();
@@ -629,7 +820,7 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
     let fresh = reused.is_none();
     if let Some(l) = reused {
         names = l.names.clone();
-        entries = l
+        listed = l
             .entries
             .iter()
             .map(|&(at, len, ty)| Entry {
@@ -641,7 +832,7 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         if let Some(listings) = &mut out.listings {
             listings.new.push((key.to_vec(), l));
         }
-    } else if read_entries(&fd, &mut names, &mut entries).is_err() {
+    } else if read_entries(&fd, &mut names, &mut listed).is_err() {
         out.findings.push(Finding {
             path: path.to_path_buf(),
             what: "a directory the checker cannot list".into(),
@@ -649,9 +840,8 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         });
         return;
     }
-    let name_of = |e: &Entry| &names[e.at..e.at + e.len];
     // Type unknown to the filesystem (DT_UNKNOWN): ask.
-    for e in &mut entries {
+    for e in &mut listed {
         if e.ty.is_none() {
             if let Ok(c) = CString::new(&names[e.at..e.at + e.len]) {
                 e.ty = fstatat(&fd, c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -660,60 +850,65 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
             }
         }
     }
+    let name_of = |e: &Entry| &names[e.at..e.at + e.len];
     if let (Some(listings), Some(st), true, true) = (&mut out.listings, &st, cacheable, fresh) {
-        {
-            let mut kept_names = Vec::new();
-            let mut kept_entries = Vec::new();
-            for e in &entries {
-                if let Some(ty) = e.ty {
-                    if kept(name_of(e), ty) {
-                        kept_entries.push((kept_names.len(), e.len, ty));
-                        kept_names.extend_from_slice(name_of(e));
-                    }
+        let mut kept_names = Vec::new();
+        let mut kept_entries = Vec::new();
+        for e in &listed {
+            if let Some(ty) = e.ty {
+                if kept(name_of(e), ty) {
+                    kept_entries.push((kept_names.len(), e.len, ty));
+                    kept_names.extend_from_slice(name_of(e));
                 }
             }
-            listings.new.push((
-                key.to_vec(),
-                Listing {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                    ctime: (st.st_ctime, st.st_ctime_nsec),
-                    names: kept_names,
-                    entries: kept_entries,
-                },
-            ));
         }
+        listings.new.push((
+            key.to_vec(),
+            Listing {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                ctime: (st.st_ctime, st.st_ctime_nsec),
+                names: kept_names,
+                entries: kept_entries,
+            },
+        ));
     }
-    let has = |n: &[u8], t: Type| entries.iter().any(|e| name_of(e) == n && e.ty == Some(t));
+    let typed: Vec<(&[u8], Type)> = listed
+        .iter()
+        .filter_map(|e| e.ty.map(|t| (name_of(e), t)))
+        .collect();
     let place = Place {
-        git_dir: place.git_dir
-            || (has(b"HEAD", Type::File)
-                && (has(b"objects", Type::Directory) || has(b"commondir", Type::File))),
+        git_dir: place.git_dir || looks_like_git_dir(&typed),
         ..place
     };
-    for e in &entries {
-        let Some(ty) = e.ty else { continue };
-        let raw = name_of(e);
-        let kind = classify(raw, ty, place);
-        if matches!(kind, Kind::Plain | Kind::GitData) && ty != Type::Directory
-            || kind == Kind::GitData
-        {
-            // Not surface: no path, no allocation (most entries).
+    let mut entries: Vec<(CString, Type)> = Vec::new();
+    for (raw, ty) in typed {
+        // Not surface and no directory to enter: no path, no allocation
+        // (most entries).
+        if ty != Type::Directory && classify(raw, ty, place) == Kind::Plain {
             continue;
         }
-        let Ok(name) = CString::new(raw) else {
+        // A git dir's object store: data only, and the bulk of a repository.
+        if place.git_dir && ty == Type::Directory && raw == b"objects" {
             continue;
-        };
-        let name = name.as_c_str();
-        let ty = &ty;
-        let child = path.join(OsStr::from_bytes(raw));
+        }
+        if let Ok(c) = CString::new(raw) {
+            entries.push((c, ty));
+        }
+    }
+    for (name, ty) in &entries {
+        let child = path.join(OsStr::from_bytes(name.to_bytes()));
         // A git dir's own state (objects, refs, logs) is data, but its
         // `modules/` and `worktrees/` hold further git dirs: the walk goes on.
-        match kind {
+        match classify(name.to_bytes(), *ty, place) {
             Kind::Plain if *ty == Type::Directory => {
-                enter(&fd, name, &child, Place::default(), since, depth, out)
+                let inner = Place {
+                    in_git: place.git_dir || place.in_git,
+                    ..Place::default()
+                };
+                enter(&fd, name, &child, inner, since, depth, out)
             }
-            Kind::Plain | Kind::GitData => {}
+            Kind::Plain => {}
             Kind::EditorDir => enter(
                 &fd,
                 name,
@@ -739,13 +934,31 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
                 out,
             ),
             Kind::Hook if name.to_bytes().ends_with(b".sample") => {}
-            Kind::Hook => surface(&fd, name, &child, "a git hook", since, out),
+            Kind::Hook => {
+                if *ty == Type::Symlink && !changed(&fd, name, since) {
+                    // The user's link into the work tree: what it points
+                    // to is the hook, and the agent could write that.
+                    if let Ok(target) = nix::fcntl::readlinkat(&fd, name.as_c_str()) {
+                        out.hook_targets.push(lexical(&path.join(target)));
+                    }
+                }
+                surface(&fd, name, &child, "a git hook", since, out)
+            }
             Kind::Surface(what) => surface(&fd, name, &child, what, since, out),
+            Kind::RebaseTodo => {
+                if changed(&fd, name, since)
+                    && read_config(&fd, name).map_or(true, |t| runs_commands(&t))
+                {
+                    let what = "a rebase todo list with exec lines".to_string();
+                    quarantine(&fd, name, &child, what, out);
+                }
+            }
             Kind::GitConfig => {
+                let text = read_config(&fd, name).ok();
                 if name.to_bytes() == b"config" {
                     // The repository's own hooks directory, if it moved
                     // them into the work tree (husky's `.husky/_`).
-                    if let Some(dir) = read_config(&fd, name).ok().and_then(|t| hooks_path(&t)) {
+                    if let Some(dir) = text.as_deref().and_then(hooks_path) {
                         let base = if path.file_name() == Some(OsStr::new(".git")) {
                             path.parent().unwrap_or(path)
                         } else {
@@ -753,6 +966,11 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
                         };
                         out.hook_dirs.push(lexical(&base.join(dir)));
                     }
+                }
+                // A file it includes (a shared `../.gitconfig` in the work
+                // tree is a common setup) is config too.
+                for file in text.as_deref().map(include_paths).unwrap_or_default() {
+                    out.includes.push((lexical(&path.join(file)), 1));
                 }
                 if !changed(&fd, name, since) {
                     continue;
@@ -763,60 +981,6 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
                 }
             }
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn enter(
-    parent: &OwnedFd,
-    name: &CStr,
-    path: &Path,
-    place: Place,
-    since: Since,
-    depth: usize,
-    out: &mut Report,
-) {
-    if depth >= MAX_DEPTH {
-        out.findings.push(Finding {
-            path: path.to_path_buf(),
-            what: "a directory nested too deep to check".into(),
-            outcome: Err(format!("deeper than {MAX_DEPTH} levels")),
-        });
-        return;
-    }
-    let open = || {
-        openat(
-            parent,
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-    };
-    match open() {
-        Ok(fd) => walk(fd, path, place, since, depth + 1, out),
-        // The agent may have locked its own directory (chmod 000) against
-        // a checker without capabilities (init, an ordinary user's
-        // supervisor): as the owner, open it up for the walk, then put
-        // the mode back.
-        Err(nix::errno::Errno::EACCES) => {
-            let Some(mode) = mode_of(parent, name) else {
-                return;
-            };
-            if fchmodat(parent, name, mode | 0o500).is_err() {
-                out.findings.push(Finding {
-                    path: path.to_path_buf(),
-                    what: "a directory the checker cannot enter".into(),
-                    outcome: Err("permission denied".into()),
-                });
-                return;
-            }
-            if let Ok(fd) = open() {
-                walk(fd, path, place, since, depth + 1, out);
-            }
-            let _ = fchmodat(parent, name, mode);
-        }
-        // Gone, or not a directory any more: nothing to check.
-        Err(_) => {}
     }
 }
 
@@ -883,22 +1047,103 @@ fn read_entries(dir: &OwnedFd, names: &mut Vec<u8>, out: &mut Vec<Entry>) -> Res
     }
 }
 
-/// The permission bits of `name` in `dir` (not following a symlink).
-fn mode_of(dir: &OwnedFd, name: &CStr) -> Option<libc::mode_t> {
-    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .ok()
-        .map(|st| st.st_mode & 0o7777)
+/// Whether a directory with these entries is one git would take for a
+/// git dir. Git asks for `HEAD` (a file, or a symlink into `refs/`) and
+/// `objects` (anything `access(X_OK)` passes, a symlink to a directory
+/// included), or a `commondir` it reads through symlinks: any type counts,
+/// or a symlinked `HEAD` or `objects` would hide the config beside them.
+fn looks_like_git_dir(entries: &[(&[u8], Type)]) -> bool {
+    let has = |n: &[u8]| entries.iter().any(|(e, _)| *e == n);
+    let head = entries
+        .iter()
+        .any(|(e, t)| *e == b"HEAD" && *t != Type::Directory);
+    head && (has(b"objects") || has(b"commondir"))
 }
 
-/// chmod of `name` in `dir`, not following a symlink (the checker never
-/// changes anything but what the walk stands on).
-fn fchmodat(dir: &OwnedFd, name: &CStr, mode: libc::mode_t) -> nix::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn enter(
+    parent: &OwnedFd,
+    name: &CStr,
+    path: &Path,
+    place: Place,
+    since: Since,
+    depth: usize,
+    out: &mut Report,
+) {
+    if depth >= MAX_DEPTH {
+        out.findings.push(Finding {
+            path: path.to_path_buf(),
+            what: "a directory nested too deep to check".into(),
+            outcome: Err(format!("deeper than {MAX_DEPTH} levels")),
+        });
+        return;
+    }
+    let sees_all = out.sees_all;
+    let open = || {
+        openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        // Listing needs read, and looking at the entries search (x),
+        // which root has whatever the mode (a stat spared per directory).
+        .and_then(|fd| {
+            if sees_all {
+                return Ok(fd);
+            }
+            fstatat(&fd, c".", AtFlags::empty()).map(|_| fd)
+        })
+    };
+    match open() {
+        Ok(fd) => walk(fd, path, place, since, depth + 1, out),
+        // It vanished (a concurrent sandbox), or it is no directory now.
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {}
+        // The agent may have written inside and then taken its own
+        // permissions away (chmod 000): a checker without
+        // CAP_DAC_OVERRIDE (init, or an ordinary user's supervisor) would
+        // skip what root on the host still enters. As its owner, give
+        // ourselves read and search, check, and put the mode back.
+        Err(e) => match unlock(parent, name, open) {
+            Ok((fd, mode)) => {
+                let dup = fd.try_clone();
+                walk(fd, path, place, since, depth + 1, out);
+                if let Ok(dup) = dup {
+                    let _ = nix::sys::stat::fchmod(&dup, mode);
+                }
+            }
+            Err(_) => out.findings.push(Finding {
+                path: path.to_path_buf(),
+                what: "a directory the check cannot enter".into(),
+                outcome: Err(format!("open: {e}")),
+            }),
+        },
+    }
+}
+
+/// Adds owner read and search to the directory `name`, opens it with
+/// `open`, and returns it with its former mode (to put back).
+fn unlock(
+    parent: &OwnedFd,
+    name: &CStr,
+    open: impl Fn() -> nix::Result<OwnedFd>,
+) -> nix::Result<(OwnedFd, Mode)> {
+    let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(nix::errno::Errno::ENOTDIR);
+    }
+    let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
+    // The name was a directory a moment ago; should a concurrent sandbox
+    // swap in a symlink, the chmod follows it to a file that sandbox's
+    // agent (as this checker's uid, without capabilities) could chmod
+    // itself: no rights are gained. Root never gets here.
     nix::sys::stat::fchmodat(
-        dir,
+        parent,
         name,
-        Mode::from_bits_truncate(mode),
-        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-    )
+        mode | Mode::S_IRUSR | Mode::S_IXUSR,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )?;
+    open().map(|fd| (fd, mode))
 }
 
 fn changed(dir: &OwnedFd, name: &CStr, since: Since) -> bool {
@@ -914,14 +1159,34 @@ fn surface(dir: &OwnedFd, name: &CStr, path: &Path, what: &str, since: Since, ou
 /// Renames `name` to `name.airlock-quarantine` (or `...-N`), never over
 /// an existing entry.
 fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Report) {
+    let mut outcome = rename_aside(dir, name, path);
+    if outcome == Err(format!("rename: {}", nix::errno::Errno::EACCES)) {
+        // The agent made the directory read-only after writing in it: as
+        // its owner, take write back for the rename, then put it back.
+        if let Ok(st) = nix::sys::stat::fstat(dir) {
+            let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
+            if nix::sys::stat::fchmod(dir, mode | Mode::S_IWUSR | Mode::S_IXUSR).is_ok() {
+                outcome = rename_aside(dir, name, path);
+                let _ = nix::sys::stat::fchmod(dir, mode);
+            }
+        }
+    }
+    out.findings.push(Finding {
+        path: path.to_path_buf(),
+        what,
+        outcome,
+    });
+}
+
+fn rename_aside(dir: &OwnedFd, name: &CStr, path: &Path) -> Result<PathBuf, String> {
     let mut outcome = Err("no free quarantine name".to_string());
-    let (mut unlocked, mut restore) = (false, None);
-    let mut n = 0;
-    while n < 100 {
-        let suffix = if n == 0 {
-            QUARANTINE_SUFFIX.to_string()
-        } else {
-            format!("{QUARANTINE_SUFFIX}-{n}")
+    // The agent can take the first hundred names beforehand, to leave its
+    // file in place with only a warning: then names it cannot guess.
+    for n in 0..116 {
+        let suffix = match n {
+            0 => QUARANTINE_SUFFIX.to_string(),
+            1..100 => format!("{QUARANTINE_SUFFIX}-{n}"),
+            _ => format!("{QUARANTINE_SUFFIX}-{:016x}", random()),
         };
         let mut new = name.to_bytes().to_vec();
         new.extend_from_slice(suffix.as_bytes());
@@ -939,33 +1204,23 @@ fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut R
                 outcome = Ok(PathBuf::from(to));
                 break;
             }
-            Err(nix::errno::Errno::EEXIST) => n += 1,
-            // A directory the agent made read-only: as its owner, open it
-            // for the rename and put the mode back.
-            Err(nix::errno::Errno::EACCES) if !unlocked => {
-                unlocked = true;
-                if let Ok(st) = nix::sys::stat::fstat(dir) {
-                    restore = Some(st.st_mode & 0o7777);
-                    let _ = nix::sys::stat::fchmod(
-                        dir,
-                        Mode::from_bits_truncate(st.st_mode & 0o7777 | 0o300),
-                    );
-                }
-            }
+            Err(nix::errno::Errno::EEXIST) => continue,
             Err(e) => {
                 outcome = Err(format!("rename: {e}"));
                 break;
             }
         }
     }
-    if let Some(mode) = restore {
-        let _ = nix::sys::stat::fchmod(dir, Mode::from_bits_truncate(mode));
-    }
-    out.findings.push(Finding {
-        path: path.to_path_buf(),
-        what,
-        outcome,
-    });
+    outcome
+}
+
+/// 64 random bits (0 should the kernel refuse, which only repeats a name
+/// and fails closed with a warning).
+fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for 8 bytes of writes.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    u64::from_ne_bytes(bytes)
 }
 
 fn read_config(dir: &OwnedFd, name: &CStr) -> Result<String, String> {
@@ -1097,7 +1352,8 @@ pub fn config_is_safe(text: &str) -> Result<(), String> {
             return Err(format!("{name}.{key}"));
         }
         if key == "url" || key == "pushurl" {
-            let v = value.unwrap_or("").trim_matches('"');
+            let v = git_value(value.unwrap_or(""));
+            let v = v.trim();
             // `<transport>::<address>` runs git-remote-<transport>, and
             // `ext::` runs a command line; an option-like URL is refused.
             let transport = v.split_once("::").map(|(t, _)| t);
@@ -1112,6 +1368,42 @@ pub fn config_is_safe(text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a rebase todo list holds an `exec` (`x`) line, which the
+/// user's `git rebase --continue` would run.
+fn runs_commands(todo: &str) -> bool {
+    todo.lines().any(|line| {
+        let word = line
+            .trim_start_matches([' ', '\t'])
+            .split([' ', '\t'])
+            .next()
+            .unwrap_or("");
+        word == "x" || word == "exec"
+    })
+}
+
+/// A value as git reads it: quotes anywhere removed (`"e"xt::` is
+/// `ext::`), escapes resolved, an unquoted `#` or `;` ending it.
+fn git_value(raw: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('b') => out.push('\u{8}'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '#' | ';' if !quoted => break,
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `core`, `remote "origin"` or `branch.main`: the lowercase section and
@@ -1186,6 +1478,9 @@ mod tests {
             "[remote \"o\"]\n url = ext::sh -c touch% /tmp/x\n",
             "[remote \"o\"]\n url = evil::x\n",
             "[remote \"o\"]\n url = -oProxyCommand=x\n",
+            // Git joins quoted parts: both are `ext::` to it.
+            "[remote \"o\"]\n url = \"e\"xt::sh -c x\n",
+            "[remote \"o\"]\n pushurl = e\"xt::\"sh -c x\n",
             "[core]\n bare = false \\\n fsmonitor = x\n",
             "[core] fsmonitor = x\n",
             "fsmonitor = x\n",
@@ -1199,6 +1494,61 @@ mod tests {
             config_is_safe("[remote \"o\"]\n url = ssh://[::1]:22/r.git\n"),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_symlinked_head_or_objects_still_makes_a_git_dir() {
+        type Entries<'a> = &'a [(&'a [u8], Type)];
+        let (f, d, l) = (Type::File, Type::Directory, Type::Symlink);
+        let rows: &[(Entries, bool)] = &[
+            (&[(b"HEAD", f), (b"objects", d)], true),
+            (&[(b"HEAD", l), (b"objects", d)], true),
+            (&[(b"HEAD", f), (b"objects", l)], true),
+            (&[(b"HEAD", l), (b"objects", l)], true),
+            (&[(b"HEAD", f), (b"commondir", f)], true),
+            (&[(b"HEAD", f), (b"commondir", l)], true),
+            (&[(b"HEAD", f), (b"config", f)], false),
+            (&[(b"HEAD", d), (b"objects", d)], false),
+            (&[(b"objects", d), (b"config", f)], false),
+        ];
+        for (entries, want) in rows {
+            assert_eq!(looks_like_git_dir(entries), *want, "{entries:?}");
+        }
+    }
+
+    #[test]
+    fn include_paths_are_read_from_include_and_include_if() {
+        let text = "[core]\n path = no\n[include]\n\tpath = ../.gitconfig\n\
+                    [includeIf \"gitdir:/w/\"]\n path = \"/w/shared\"\n[include]\n path = ~/x\n";
+        assert_eq!(include_paths(text), vec!["../.gitconfig", "/w/shared"]);
+        assert_eq!(
+            lexical(&Path::new("/w/.git").join("../.gitconfig")),
+            PathBuf::from("/w/.gitconfig")
+        );
+    }
+
+    #[test]
+    fn exec_lines_in_a_rebase_todo_are_found() {
+        assert!(runs_commands("pick 1 a\nexec make\n"));
+        assert!(runs_commands("pick 1 a\n  x touch y\n"));
+        assert!(!runs_commands("pick 1 a\nbreak\n# exec x\nfixup 2 b\n"));
+    }
+
+    #[test]
+    fn a_change_on_a_filesystem_with_whole_second_times_is_not_missed() {
+        let start = Since {
+            sec: 1001,
+            nsec: 500_000_000,
+        };
+        // A fine-grained filesystem: exact.
+        assert!(start.changed_at(1001, 500_000_000));
+        assert!(start.changed_at(1002, 1));
+        assert!(!start.changed_at(1001, 499_999_999));
+        assert!(!start.changed_at(999, 1));
+        // Truncated to the second (ext4, 128-byte inodes) or to two (vfat).
+        assert!(start.changed_at(1001, 0));
+        assert!(start.changed_at(1000, 0));
+        assert!(!start.changed_at(999, 0));
     }
 
     /// The listings kept from one check never hide what the agent does
@@ -1309,12 +1659,28 @@ mod tests {
             ),
             ("config", f, deep, Kind::Plain),
             ("config.worktree", f, git, Kind::GitConfig),
+            (".gitconfig", f, root, Kind::GitConfig),
+            (".gitconfig", f, deep, Kind::Plain),
             ("commondir", f, git, Kind::Surface("git commondir")),
             ("hooks", d, git, Kind::HooksDir),
             ("hooks", d, deep, Kind::Plain),
-            ("objects", d, git, Kind::GitData),
-            ("modules", d, git, Kind::Plain),
-            ("refs", d, deep, Kind::Plain),
+            ("objects", d, git, Kind::Plain),
+            (
+                "COMMIT_EDITMSG",
+                l,
+                git,
+                Kind::Surface("a symlink in a git dir (git writes through it)"),
+            ),
+            (
+                "HEAD",
+                l,
+                Place {
+                    in_git: true,
+                    ..Place::default()
+                },
+                Kind::Surface("a symlink in a git dir (git writes through it)"),
+            ),
+            ("link", l, deep, Kind::Plain),
             (
                 "pre-commit",
                 f,

@@ -573,6 +573,246 @@ fn hooks_under_the_configured_hooks_path_are_quarantined() {
     );
 }
 
+/// Git takes a directory for a git dir when its `HEAD` is a symlink into
+/// `refs/` or its `objects` a symlink to a directory: the config beside
+/// them is still checked.
+#[test]
+fn a_nested_repository_with_a_symlinked_head_or_objects_is_checked() {
+    attack(
+        "symlinked HEAD",
+        "",
+        "mkdir -p sub/.git/refs sub/.git/objects && ln -s refs/heads/main sub/.git/HEAD && \
+         printf '[core]\\n\\tfsmonitor = touch MARK\\n' > sub/.git/config",
+        &["sub/.git/config"],
+    );
+    attack(
+        "symlinked objects",
+        "",
+        "git init -q sub2 && rm -rf sub2/.git/objects && ln -s ../../.git/objects sub2/.git/objects && \
+         printf '[core]\\n\\tfsmonitor = touch MARK\\n' >> sub2/.git/config",
+        &["sub2/.git/config"],
+    );
+}
+
+/// The agent plants code, then takes every permission off the directories
+/// holding it (000, read-only, no write). Root on the host still enters
+/// them; init's check after a SIGKILL of `sandbox` runs without
+/// capabilities, and must enter them too (as their owner) and quarantine
+/// what is inside, leaving the modes as the agent set them.
+#[test]
+fn directories_locked_after_planting_are_still_checked_by_init() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let mark = format!("/tmp/airlock-pwned-{}", random_token());
+    host_sh(
+        ws.path(),
+        "git init -q . && echo a > a && git add a && git commit -qm a",
+    );
+    let marker = common::sleep_marker(8);
+    let mut cmd = Command::new(common::sandbox_bin());
+    cmd.arg("run")
+        .arg("--audit-log")
+        .arg(audit.join("a.jsonl"))
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!(
+            "mkdir d e f && git init -q d/r && git -C d/r config core.fsmonitor 'touch {mark}' && \
+             echo 'touch {mark}' > e/.envrc && echo 'touch {mark}' > f/.envrc && \
+             chmod 000 d && chmod 444 e && chmod 555 f && echo started; exec sleep {marker}"
+        ))
+        .current_dir(ws.path())
+        .stdin(std::process::Stdio::null());
+    let mut run = common::Streaming::spawn(cmd);
+    run.wait_for_line("started", common::RUN_DEADLINE);
+    run.signal(libc::SIGKILL);
+    let out = run.finish();
+    let left = common::wait_until_gone(&marker, Duration::from_secs(30));
+    assert!(left.is_empty(), "sandbox outlived its supervisor: {left:?}");
+    host_sh(
+        &ws.join("d/r"),
+        "git status >/dev/null 2>&1; git diff >/dev/null 2>&1; true",
+    );
+    let pwned = Path::new(&mark).exists();
+    let _ = std::fs::remove_file(&mark);
+    assert!(!pwned, "the host ran the agent's code\n{out}");
+    for (q, mode) in [
+        ("d/r/.git/config", 0o000),
+        ("e/.envrc", 0o444),
+        ("f/.envrc", 0o555),
+    ] {
+        let moved = format!("quarantined as {}.airlock-quarantine", ws.join(q).display());
+        assert!(out.stderr.contains(&moved), "{q} not reported: {out}");
+        assert!(!ws.join(q).exists(), "{q} still in place: {out}");
+        let dir = ws.join(q.split('/').next().unwrap_or(q));
+        assert_eq!(
+            std::fs::metadata(&dir).expect("dir").mode() & 0o7777,
+            mode,
+            "{} keeps the agent's mode",
+            dir.display()
+        );
+    }
+}
+
+/// Symlinks the agent plants inside `.git` (a reflog, COMMIT_EDITMSG): the
+/// host's next commit and checkout, as root, would write through them to
+/// any file, e.g. append a reflog line naming the agent's branch
+/// (`x;touch${IFS}MARK;#`) to a shell rc file. They are quarantined, and
+/// the files outside stay as they were.
+#[test]
+fn symlinks_planted_in_git_cannot_make_the_hosts_git_write_outside() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let outside = TempDir::new("/tmp", "airlock-outside");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    write_file(&outside.join("rc"), "# rc\n", 0o644);
+    write_file(&outside.join("msg"), "keep\n", 0o644);
+    host_sh(
+        ws.path(),
+        "git init -q -b main . && echo a > a && git add a && git commit -qm a && \
+         mkdir sub && (cd sub && git init -q . && git commit -q --allow-empty -m b)",
+    );
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &[],
+        &format!(
+            "git branch 'x;touch${{IFS}}/tmp/pwned;#'; rm -f .git/logs/HEAD && \
+             ln -s {rc} .git/logs/HEAD && ln -sf {msg} .git/COMMIT_EDITMSG && \
+             rm -rf sub/.git/logs && ln -s {dir} sub/.git/logs && echo planted",
+            rc = outside.join("rc").display(),
+            msg = outside.join("msg").display(),
+            dir = outside.path().display(),
+        ),
+    );
+    assert!(out.stdout.contains("planted"), "{out}");
+    host_sh(
+        ws.path(),
+        "git commit -q --allow-empty -m host; git checkout -q 'x;touch${IFS}/tmp/pwned;#'; \
+         cd sub && git commit -q --allow-empty -m host2; true",
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("rc")).expect("rc"),
+        "# rc\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("msg")).expect("msg"),
+        "keep\n"
+    );
+    assert!(!outside.join("HEAD").exists(), "sub's reflog went outside");
+    for q in [".git/logs/HEAD", ".git/COMMIT_EDITMSG", "sub/.git/logs"] {
+        let moved = format!("quarantined as {}.airlock-quarantine", ws.join(q).display());
+        assert!(out.stderr.contains(&moved), "{q} not reported: {out}");
+    }
+}
+
+/// A repository whose config includes a file in the work tree (a shared
+/// `../.gitconfig`, a common setup): that file is config the host's git
+/// reads, so what the agent writes there is quarantined too.
+#[test]
+fn a_config_file_included_from_the_work_tree_is_checked() {
+    attack(
+        "include.path into the work tree",
+        "git config include.path ../.gitconfig && touch .gitconfig && mkdir cfg && \
+         git config 'includeIf.gitdir:/.path' ../cfg/shared",
+        "printf '[core]\\n\\tfsmonitor = touch MARK\\n' > .gitconfig && \
+         printf '[alias]\\n\\tx = !touch MARK\\n' > cfg/shared",
+        &[".gitconfig", "cfg/shared"],
+    );
+}
+
+/// The agent leaves an interactive rebase stopped with `exec` lines still
+/// to do: `git status` on the host says a rebase is in progress, and the
+/// user's `git rebase --continue` would run them. The todo list is
+/// quarantined (the rebase then finishes with nothing left to run).
+#[test]
+fn a_rebase_left_stopped_with_exec_lines_is_quarantined() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let mark = format!("/tmp/airlock-pwned-{}", random_token());
+    host_sh(
+        ws.path(),
+        "git init -q -b main . && echo a > a && git add a && git commit -qm a && \
+         echo b > b && git add b && git commit -qm b",
+    );
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &["--env", "GIT_AUTHOR_NAME=t", "--env", "GIT_AUTHOR_EMAIL=t@example.com",
+          "--env", "GIT_COMMITTER_NAME=t", "--env", "GIT_COMMITTER_EMAIL=t@example.com"],
+        &format!(
+            "GIT_SEQUENCE_EDITOR='sed -i -e 1ibreak -e \"1iexec touch {mark}\"' \
+             git rebase -q -i HEAD~1 </dev/null; git status | grep -q 'rebase in progress' && echo STOPPED"
+        ),
+    );
+    assert!(out.stdout.contains("STOPPED"), "{out}");
+    let host = host_sh(ws.path(), "git status; git rebase --continue; true");
+    let pwned = Path::new(&mark).exists();
+    let _ = std::fs::remove_file(&mark);
+    assert!(!pwned, "the host ran the agent's exec line\n{out}\n{host}");
+    let todo = ws.join(".git/rebase-merge/git-rebase-todo");
+    let moved = format!("quarantined as {}.airlock-quarantine", todo.display());
+    assert!(out.stderr.contains(&moved), "{out}");
+}
+
+/// A writable tree may be a home directory (a profile can write
+/// `${HOME}`): its `.gitconfig` is the global git config, read by every git
+/// command. What the agent writes there is checked like a repository's.
+#[test]
+fn a_gitconfig_at_the_top_of_a_tree_is_checked() {
+    let ws = TempDir::new("/tmp", "airlock-attack");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    let mark = format!("/tmp/airlock-pwned-{}", random_token());
+    host_sh(ws.path(), "git init -q . && mkdir sub && git init -q sub");
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &[],
+        &format!("printf '[core]\\n\\tfsmonitor = touch {mark}\\n' > .gitconfig"),
+    );
+    out.assert_code(0, "script runs");
+    let host = Command::new("/bin/sh")
+        .args(["-c", "git status >/dev/null 2>&1; true"])
+        .current_dir(ws.join("sub"))
+        .env("HOME", ws.path())
+        .output()
+        .expect("git");
+    let pwned = Path::new(&mark).exists();
+    let _ = std::fs::remove_file(&mark);
+    assert!(!pwned, "the host ran the agent's code: {out} {host:?}");
+    let moved = format!(
+        "quarantined as {}.airlock-quarantine",
+        ws.join(".gitconfig").display()
+    );
+    assert!(out.stderr.contains(&moved), "{out}");
+}
+
+/// The agent takes the quarantine names beforehand (`config.airlock-
+/// quarantine`, `-1` ... `-99`), hoping its file stays in place with only
+/// a warning: it is still moved aside, under a name it cannot guess.
+#[test]
+fn taken_quarantine_names_do_not_leave_planted_code_in_place() {
+    attack(
+        "quarantine names taken",
+        "",
+        "git init -q sub && c=sub/.git/config && touch $c.airlock-quarantine && \
+         for i in $(seq 1 99); do touch $c.airlock-quarantine-$i; done && \
+         git -C sub config core.fsmonitor 'touch MARK'",
+        &["sub/.git/config"],
+    );
+}
+
+/// A hook that is the user's symlink into the work tree (`.git/hooks/
+/// pre-commit -> ../../scripts/pre-commit.sh`): the script it points to
+/// is the hook, so what the agent writes there is quarantined.
+#[test]
+fn a_script_a_hook_links_to_is_checked() {
+    attack(
+        "hook symlink into the work tree",
+        "mkdir scripts && printf '#!/bin/sh\\ntrue\\n' > scripts/pre-commit.sh && \
+         chmod +x scripts/pre-commit.sh && ln -s ../../scripts/pre-commit.sh .git/hooks/post-checkout",
+        "echo 'touch MARK' >> scripts/pre-commit.sh",
+        &["scripts/pre-commit.sh"],
+    );
+}
+
 /// The agent locks its own directories (no read, no write) around what it
 /// planted, against a checker without capabilities: init, after a SIGKILL
 /// of the supervisor, runs as the agent's uid. The check opens them up
@@ -585,41 +825,6 @@ fn locked_directories_do_not_hide_planted_code() {
         "mkdir -p l/m && echo 'touch MARK' > l/m/.envrc && chmod 000 l/m && chmod 555 l",
         &["l/m/.envrc"],
     );
-}
-
-/// The same lock against init's check, which runs with the agent's uid and
-/// no capabilities once the supervisor is killed.
-#[test]
-fn locked_directories_do_not_hide_planted_code_from_init() {
-    let ws = TempDir::new("/tmp", "airlock-locked");
-    let audit = TempDir::new("/tmp", "airlock-audit");
-    let marker = common::sleep_marker(8);
-    let mut cmd = Command::new(common::sandbox_bin());
-    cmd.arg("run")
-        .arg("--audit-log")
-        .arg(audit.join("a.jsonl"))
-        .args(["--", "/bin/sh", "-c"])
-        .arg(format!(
-            "mkdir -p l/m && echo 'echo hi' > l/m/.envrc && chmod 000 l/m && chmod 555 l; \
-             echo started; exec sleep {marker}"
-        ))
-        .current_dir(ws.path())
-        .stdin(std::process::Stdio::null());
-    let mut run = common::Streaming::spawn(cmd);
-    run.wait_for_line("started", common::RUN_DEADLINE);
-    run.signal(libc::SIGKILL);
-    let out = run.finish();
-    let left = common::wait_until_gone(&marker, Duration::from_secs(30));
-    assert!(left.is_empty(), "sandbox outlived its supervisor: {left:?}");
-    assert!(
-        out.stderr
-            .contains("l/m/.envrc (a file direnv or an editor runs); quarantined"),
-        "{out}"
-    );
-    set_mode(&ws.join("l"), 0o755);
-    set_mode(&ws.join("l/m"), 0o755);
-    assert!(!ws.join("l/m/.envrc").exists());
-    assert!(ws.join("l/m/.envrc.airlock-quarantine").exists());
 }
 
 /// An ordinary user's runs are unchanged (the agent is that user, no
