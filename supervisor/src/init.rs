@@ -74,7 +74,12 @@ pub fn run(plan: &SandboxPlan, new_root: &Path, channels: Channels) -> ! {
                     // The supervisor is gone (killed): nobody else will
                     // check what the agent left in the workspace.
                     None => {
-                        for finding in crate::surface::check(&plan.writable, &plan.protect, since) {
+                        for finding in crate::surface::check(
+                            &plan.writable,
+                            &plan.protect,
+                            since,
+                            plan.identity.privileged,
+                        ) {
                             eprintln!("{}", finding.line());
                         }
                         SETUP_FAILED

@@ -329,9 +329,13 @@ pub(crate) fn check_workspace(
     since: crate::surface::Since,
 ) {
     let cache = listings_dir(plan.identity.privileged);
-    for finding in
-        crate::surface::check_with(&plan.writable, &plan.protect, since, cache.as_deref())
-    {
+    for finding in crate::surface::check_with(
+        &plan.writable,
+        &plan.protect,
+        since,
+        cache.as_deref(),
+        plan.identity.privileged,
+    ) {
         eprintln!("{}", finding.line());
         audit.tamper(&finding);
     }

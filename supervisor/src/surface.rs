@@ -123,6 +123,12 @@ impl Finding {
     /// One line for the person running the sandbox (no file contents).
     pub fn line(&self) -> String {
         match &self.outcome {
+            Ok(to) if *to == self.path => format!(
+                "sandbox: workspace: the agent changed {} ({}); its set-user-ID and \
+                 set-group-ID bits were removed",
+                self.path.display(),
+                self.what
+            ),
             Ok(to) => format!(
                 "sandbox: workspace: the agent changed {} ({}); quarantined as {}",
                 self.path.display(),
@@ -156,6 +162,9 @@ struct Report {
     sees_all: bool,
     /// Listings from the last check, and the ones this check makes.
     listings: Option<Listings>,
+    /// Look for set-id files the agent changed (as root, where trees are
+    /// idmapped: see [`check_with`]).
+    setid: bool,
 }
 
 /// Directory listings kept between checks (the supervisor's, outside the
@@ -213,7 +222,7 @@ fn kept(name: &[u8], ty: Type) -> bool {
             .any(|n| n.as_bytes() == name)
 }
 
-const LISTINGS_MAGIC: &[u8] = b"airlock-listings-1\n";
+const LISTINGS_MAGIC: &[u8] = b"airlock-listings-2\n";
 
 impl Listings {
     /// The listings saved at `file`; none if it is missing or unreadable.
@@ -457,18 +466,27 @@ fn classify(name: &[u8], ty: Type, place: Place) -> Kind {
 /// `since`, and the profile's own `extra` paths (`filesystem.protect`,
 /// relative to each tree), quarantines them, and says what it found.
 /// Never fails: what cannot be read is reported, not skipped silently.
-pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since) -> Vec<Finding> {
-    check_with(trees, extra, since, None)
+pub fn check(trees: &[PathBuf], extra: &[PathBuf], since: Since, setid: bool) -> Vec<Finding> {
+    check_with(trees, extra, since, None, setid)
 }
 
 /// [`check`], reusing the listings kept in `cache` (a directory only the
 /// supervisor can write) from the last check of the same trees, and
 /// keeping this check's for the next.
+///
+/// With `setid` (as root, where the trees are idmapped and so root's files
+/// are the agent's to write), a set-user-ID or set-group-ID file the agent
+/// changed loses those bits: a write through a shared mapping does not
+/// clear them as `write(2)` does, and a root binary rewritten that way
+/// would be a way to root for anyone on the host. Every regular file of a
+/// directory listed anew is looked at (once: set-id files are kept in the
+/// listing).
 pub fn check_with(
     trees: &[PathBuf],
     extra: &[PathBuf],
     since: Since,
     cache: Option<&Path>,
+    setid: bool,
 ) -> Vec<Finding> {
     let now = Since::now();
     let file = cache.map(|dir| {
@@ -490,6 +508,7 @@ pub fn check_with(
         )
         .unwrap_or(false),
         listings: file.as_deref().map(Listings::load),
+        setid,
         ..Report::default()
     };
     for tree in trees {
@@ -851,12 +870,34 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         }
     }
     let name_of = |e: &Entry| &names[e.at..e.at + e.len];
+    // Set-id files: every regular file of a fresh listing, the kept ones of
+    // a reused one.
+    let mut setid_files = vec![false; listed.len()];
+    if out.setid {
+        for (i, e) in listed.iter().enumerate() {
+            if e.ty != Some(Type::File) {
+                continue;
+            }
+            let Ok(c) = CString::new(name_of(e)) else {
+                continue;
+            };
+            if let Ok(st) = fstatat(&fd, c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                if st.st_mode & 0o6000 != 0 {
+                    setid_files[i] = true;
+                    if since.changed(&st) {
+                        let child = path.join(OsStr::from_bytes(name_of(e)));
+                        strip_setid(&fd, c.as_c_str(), &child, out);
+                    }
+                }
+            }
+        }
+    }
     if let (Some(listings), Some(st), true, true) = (&mut out.listings, &st, cacheable, fresh) {
         let mut kept_names = Vec::new();
         let mut kept_entries = Vec::new();
-        for e in &listed {
+        for (e, setid) in listed.iter().zip(&setid_files) {
             if let Some(ty) = e.ty {
-                if kept(name_of(e), ty) {
+                if *setid || kept(name_of(e), ty) {
                     kept_entries.push((kept_names.len(), e.len, ty));
                     kept_names.extend_from_slice(name_of(e));
                 }
@@ -1158,6 +1199,33 @@ fn surface(dir: &OwnedFd, name: &CStr, path: &Path, what: &str, since: Since, ou
 
 /// Renames `name` to `name.airlock-quarantine` (or `...-N`), never over
 /// an existing entry.
+/// Removes the set-user-ID and set-group-ID bits of `name` in `dir`,
+/// through the file itself (opened without following a symlink, so a
+/// concurrent sandbox cannot point this at a file outside the tree).
+fn strip_setid(dir: &OwnedFd, name: &CStr, path: &Path, out: &mut Report) {
+    let what = "a set-user-ID or set-group-ID file it wrote".to_string();
+    let outcome = openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(|fd| {
+        let st = nix::sys::stat::fstat(&fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(nix::errno::Errno::EINVAL);
+        }
+        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(st.st_mode & 0o1777))
+    })
+    .map(|()| path.to_path_buf())
+    .map_err(|e| format!("chmod: {e}"));
+    out.findings.push(Finding {
+        path: path.to_path_buf(),
+        what,
+        outcome,
+    });
+}
+
 fn quarantine(dir: &OwnedFd, name: &CStr, path: &Path, what: String, out: &mut Report) {
     let mut outcome = rename_aside(dir, name, path);
     if outcome == Err(format!("rename: {}", nix::errno::Errno::EACCES)) {
@@ -1573,7 +1641,7 @@ mod tests {
         // Listings are reused only for directories quiet for a second.
         std::thread::sleep(std::time::Duration::from_millis(2100));
         let trees = [tree.clone()];
-        let first = check_with(&trees, &[], Since::now(), Some(&cache));
+        let first = check_with(&trees, &[], Since::now(), Some(&cache), false);
         assert!(first.is_empty(), "{first:?}");
         let kept = std::fs::read_dir(&cache).expect("cache").count();
         assert_eq!(kept, 1, "one listings file per set of trees");
@@ -1586,7 +1654,7 @@ mod tests {
             .expect("open config");
         std::io::Write::write_all(&mut config, b"\tfsmonitor = evil\n").expect("append");
         drop(config);
-        let found: Vec<PathBuf> = check_with(&trees, &[], since, Some(&cache))
+        let found: Vec<PathBuf> = check_with(&trees, &[], since, Some(&cache), false)
             .into_iter()
             .map(|f| f.path)
             .collect();
@@ -1595,11 +1663,11 @@ mod tests {
 
         // A damaged listings file: everything is listed again.
         for f in std::fs::read_dir(&cache).expect("cache").flatten() {
-            std::fs::write(f.path(), b"airlock-listings-1\ngarbage").expect("damage");
+            std::fs::write(f.path(), b"airlock-listings-2\ngarbage").expect("damage");
         }
         let since = Since::now();
         std::fs::write(tree.join("a/.envrc"), "evil\n").expect("envrc");
-        let found = check_with(&trees, &[], since, Some(&cache));
+        let found = check_with(&trees, &[], since, Some(&cache), false);
         assert_eq!(found.len(), 1, "{found:?}");
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -905,3 +905,44 @@ fn kept_listings_do_not_hide_a_second_runs_plants() {
         assert!(!ws.join(q).exists(), "{q} still in place");
     }
 }
+
+/// A set-user-ID root binary already in a root-owned workspace: the agent
+/// owns it through the idmapping and rewrites it through a shared
+/// writable mapping, which (unlike write(2)) leaves the bit set. After the
+/// run the bits are gone; a set-id file the agent did not touch keeps
+/// them.
+#[test]
+fn a_setuid_file_rewritten_through_mmap_loses_its_setuid_bit() {
+    if !is_root() {
+        eprintln!("skipped: needs root (idmapped workspaces)");
+        return;
+    }
+    let ws = TempDir::new("/tmp", "airlock-setid");
+    let audit = TempDir::new("/tmp", "airlock-audit");
+    for f in ["victim", "untouched"] {
+        std::fs::copy("/bin/true", ws.join(f)).expect("copy");
+        set_mode(&ws.join(f), 0o4755);
+    }
+    let out = run_in(
+        ws.path(),
+        &audit.join("a.jsonl"),
+        &[],
+        "python3 -c 'import mmap, os; fd = os.open(\"victim\", os.O_RDWR); \
+         m = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_WRITE); m[0:4] = b\"EVIL\"; \
+         m.flush(); print(\"WROTE\")'",
+    );
+    out.assert_code(0, "the agent's mmap write");
+    assert!(out.stdout.contains("WROTE"), "{out}");
+    let mode = |f: &str| std::fs::metadata(ws.join(f)).expect("stat").mode() & 0o7777;
+    assert_eq!(mode("victim") & 0o6000, 0, "set-id bit survived: {out}");
+    assert_eq!(
+        mode("untouched"),
+        0o4755,
+        "an untouched set-id file changed"
+    );
+    assert!(
+        out.stderr
+            .contains("set-user-ID and set-group-ID bits were removed"),
+        "{out}"
+    );
+}
