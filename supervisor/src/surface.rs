@@ -195,7 +195,8 @@ struct Listing {
     ino: u64,
     ctime: (i64, i64),
     names: Vec<u8>,
-    entries: Vec<(usize, usize, Type)>,
+    /// `(at, len, type, set-id file)`.
+    entries: Vec<(usize, usize, Type, bool)>,
 }
 
 /// Entries a kept listing holds: directories, symlinks (surface in a git
@@ -222,7 +223,7 @@ fn kept(name: &[u8], ty: Type) -> bool {
             .any(|n| n.as_bytes() == name)
 }
 
-const LISTINGS_MAGIC: &[u8] = b"airlock-listings-2\n";
+const LISTINGS_MAGIC: &[u8] = b"airlock-listings-3\n";
 
 impl Listings {
     /// The listings saved at `file`; none if it is missing or unreadable.
@@ -246,14 +247,15 @@ impl Listings {
                 let mut names = Vec::new();
                 let mut entries = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
-                    let ty = match r.take(1)?[0] {
+                    let code = r.take(1)?[0];
+                    let ty = match code {
                         b'd' => Type::Directory,
                         b'l' => Type::Symlink,
-                        b'f' => Type::File,
+                        b'f' | b's' => Type::File,
                         _ => Type::Fifo,
                     };
                     let len = r.u32()? as usize;
-                    entries.push((names.len(), len, ty));
+                    entries.push((names.len(), len, ty, code == b's'));
                     names.extend_from_slice(r.take(len)?);
                 }
                 out.old.insert(
@@ -301,10 +303,11 @@ impl Listings {
             data.extend_from_slice(&l.ctime.0.to_le_bytes());
             data.extend_from_slice(&l.ctime.1.to_le_bytes());
             data.extend_from_slice(&(l.entries.len() as u32).to_le_bytes());
-            for (at, len, ty) in &l.entries {
+            for (at, len, ty, setid) in &l.entries {
                 data.push(match ty {
                     Type::Directory => b'd',
                     Type::Symlink => b'l',
+                    Type::File if *setid => b's',
                     Type::File => b'f',
                     _ => b'o',
                 });
@@ -829,7 +832,10 @@ fn hooks_path(text: &str) -> Option<String> {
 fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out: &mut Report) {
     let mut names = Vec::new();
     let mut listed = Vec::new();
-    let cacheable = !place.editor && !place.hooks;
+    // Editor folders and hooks directories, where every entry counts, keep
+    // every entry in their listing.
+    let keep_all = place.editor || place.hooks;
+    let cacheable = true;
     let st = nix::sys::stat::fstat(&fd).ok();
     let key = path.as_os_str().as_bytes();
     let reused = match (&out.listings, &st) {
@@ -837,17 +843,20 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         _ => None,
     };
     let fresh = reused.is_none();
+    // Which entries were set-id files when the reused listing was made.
+    let mut known_setid: Option<Vec<bool>> = None;
     if let Some(l) = reused {
         names = l.names.clone();
         listed = l
             .entries
             .iter()
-            .map(|&(at, len, ty)| Entry {
+            .map(|&(at, len, ty, _)| Entry {
                 at,
                 len,
                 ty: Some(ty),
             })
             .collect();
+        known_setid = Some(l.entries.iter().map(|e| e.3).collect());
         if let Some(listings) = &mut out.listings {
             listings.new.push((key.to_vec(), l));
         }
@@ -870,12 +879,17 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         }
     }
     let name_of = |e: &Entry| &names[e.at..e.at + e.len];
-    // Set-id files: every regular file of a fresh listing, the kept ones of
-    // a reused one.
+    // Set-id files: every regular file of a fresh listing, those a reused
+    // one marks (the mode of an unchanged directory's files can change
+    // without its ctime moving, but the set-id bits only ever go away: the
+    // agent cannot set them, see seccomp).
     let mut setid_files = vec![false; listed.len()];
     if out.setid {
         for (i, e) in listed.iter().enumerate() {
             if e.ty != Some(Type::File) {
+                continue;
+            }
+            if known_setid.as_ref().is_some_and(|k| !k[i]) {
                 continue;
             }
             let Ok(c) = CString::new(name_of(e)) else {
@@ -897,8 +911,8 @@ fn walk(fd: OwnedFd, path: &Path, place: Place, since: Since, depth: usize, out:
         let mut kept_entries = Vec::new();
         for (e, setid) in listed.iter().zip(&setid_files) {
             if let Some(ty) = e.ty {
-                if *setid || kept(name_of(e), ty) {
-                    kept_entries.push((kept_names.len(), e.len, ty));
+                if *setid || keep_all || kept(name_of(e), ty) {
+                    kept_entries.push((kept_names.len(), e.len, ty, *setid));
                     kept_names.extend_from_slice(name_of(e));
                 }
             }
@@ -1663,7 +1677,7 @@ mod tests {
 
         // A damaged listings file: everything is listed again.
         for f in std::fs::read_dir(&cache).expect("cache").flatten() {
-            std::fs::write(f.path(), b"airlock-listings-2\ngarbage").expect("damage");
+            std::fs::write(f.path(), b"airlock-listings-3\ngarbage").expect("damage");
         }
         let since = Since::now();
         std::fs::write(tree.join("a/.envrc"), "evil\n").expect("envrc");

@@ -493,7 +493,7 @@ fn envrc_rc_files_and_editor_tasks_are_quarantined() {
         "shell, direnv and editor files",
         "mkdir sub",
         "echo 'touch MARK' > .envrc; echo 'touch MARK' > sub/.envrc; echo 'touch MARK' > .bashrc; \
-         echo 'touch MARK' > .profile; mkdir -p .vscode && echo '{\"tasks\":[]}' > .vscode/tasks.json",
+         echo 'touch MARK' > .profile; mkdir -p .vscode && echo '{\"tasks\":[]}' > deep/.vscode/tasks.json",
         &[".envrc", "sub/.envrc", ".bashrc", ".profile", ".vscode/tasks.json"],
     );
 }
@@ -884,7 +884,9 @@ fn kept_listings_do_not_hide_a_second_runs_plants() {
     let audit = TempDir::new("/tmp", "airlock-audit");
     host_sh(
         ws.path(),
-        "git init -q . && mkdir -p deep/er sub && (cd sub && git init -q .) && echo x > deep/er/x",
+        "git init -q . && mkdir -p deep/er sub && (cd sub && git init -q .) && echo x > deep/er/x \
+         && printf '#!/bin/sh\\ntrue\\n' > sub/.git/hooks/post-checkout \
+         && chmod +x sub/.git/hooks/post-checkout && mkdir deep/.vscode && echo '{}' > deep/.vscode/tasks.json",
     );
     // Listings are reused only for directories quiet for a second.
     std::thread::sleep(Duration::from_millis(2100));
@@ -894,10 +896,16 @@ fn kept_listings_do_not_hide_a_second_runs_plants() {
         ws.path(),
         &log,
         &[],
-        "echo 'echo hi' > deep/er/.envrc && git -C sub config core.fsmonitor 'touch /tmp/x'",
+        "echo 'echo hi' > deep/er/.envrc && git -C sub config core.fsmonitor 'touch /tmp/x' \
+         && echo 'touch /tmp/x' >> sub/.git/hooks/post-checkout && echo '{\"x\":1}' > deep/.vscode/tasks.json",
     );
     out.assert_code(0, "second run");
-    for q in ["deep/er/.envrc", "sub/.git/config"] {
+    for q in [
+        "deep/er/.envrc",
+        "sub/.git/config",
+        "sub/.git/hooks/post-checkout",
+        "deep/.vscode/tasks.json",
+    ] {
         assert!(
             out.stderr.contains(&format!("{} ", ws.join(q).display())),
             "{q}: {out}"
