@@ -493,7 +493,7 @@ fn envrc_rc_files_and_editor_tasks_are_quarantined() {
         "shell, direnv and editor files",
         "mkdir sub",
         "echo 'touch MARK' > .envrc; echo 'touch MARK' > sub/.envrc; echo 'touch MARK' > .bashrc; \
-         echo 'touch MARK' > .profile; mkdir -p .vscode && echo '{\"tasks\":[]}' > deep/.vscode/tasks.json",
+         echo 'touch MARK' > .profile; mkdir -p .vscode && echo '{\"tasks\":[]}' > .vscode/tasks.json",
         &[".envrc", "sub/.envrc", ".bashrc", ".profile", ".vscode/tasks.json"],
     );
 }
