@@ -330,6 +330,25 @@ impl Listings {
     }
 }
 
+/// How long listings nobody used are kept (seconds).
+const LISTINGS_KEPT_FOR: i64 = 7 * 24 * 3600;
+
+/// Removes the listings in `dir` last written before `before` (seconds).
+fn sweep_listings(dir: &Path, before: i64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e.file_name().as_bytes().starts_with(b"listings-")
+            && e.metadata()
+                .is_ok_and(|m| m.is_file() && m.mtime() < before);
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A cursor over a listings file.
 struct Reader<'a>(&'a [u8]);
 
@@ -574,6 +593,14 @@ pub fn check_with(
                 .all(|(k, l)| listings.old.get(k).is_some_and(|o| o.ctime == l.ctime))
             && report.findings.is_empty();
         if !reused_all {
+            // A tree seen for the first time (a fresh temporary workspace,
+            // often): clear listings nobody used for a week, so the
+            // directory does not grow without end.
+            if !file.exists() {
+                if let Some(dir) = file.parent() {
+                    sweep_listings(dir, now.sec - LISTINGS_KEPT_FOR);
+                }
+            }
             listings.save(file, now.sec);
         }
     }
@@ -1674,6 +1701,25 @@ mod tests {
             .collect();
         assert!(found.contains(&tree.join("a/b/.envrc")), "{found:?}");
         assert!(found.contains(&tree.join("sub/.git/config")), "{found:?}");
+
+        // Listings nobody used for a week go when a new tree is first
+        // checked.
+        let old = cache.join("listings-0123456789abcdef01234567");
+        std::fs::write(&old, b"stale").expect("old listings");
+        let week_ago = nix::sys::time::TimeSpec::new(Since::now().sec - 8 * 24 * 3600, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &old,
+            &week_ago,
+            &week_ago,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("age it");
+        let other = root.join("other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        check_with(&[other], &[], Since::now(), Some(&cache), false);
+        assert!(!old.exists(), "a week-old listing survived");
+        assert_eq!(std::fs::read_dir(&cache).expect("cache").count(), 2);
 
         // A damaged listings file: everything is listed again.
         for f in std::fs::read_dir(&cache).expect("cache").flatten() {
