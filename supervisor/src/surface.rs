@@ -612,8 +612,20 @@ pub fn check_with(
 /// on the same tree could swap a parent for a symlink between a check of
 /// the path and its use, and point the quarantine outside the tree).
 fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
-    let what = "a link on the way to a path the profile protects";
-    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
+    check_file(
+        tree,
+        rel,
+        "a link on the way to a path the profile protects",
+        "a path the profile protects",
+        since,
+        out,
+    );
+}
+
+/// One surface file inside the tree, `rel`: its directory reached by
+/// [`open_dir`] (a link on the way is `link`), the file itself `what`.
+fn check_file(tree: &Path, rel: &Path, link: &str, what: &str, since: Since, out: &mut Report) {
+    let Some((dir, at)) = open_parent(tree, rel, link, since, out) else {
         return;
     };
     let Some(name) = rel.file_name() else { return };
@@ -621,60 +633,17 @@ fn check_extra(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
         return;
     };
     let path = at.join(OsStr::from_bytes(name.to_bytes()));
-    surface(
-        &dir,
-        &name,
-        &path,
-        "a path the profile protects",
-        since,
-        out,
-    );
+    surface(&dir, &name, &path, what, since, out);
 }
 
 /// A `core.hooksPath` inside the tree: every component opened without
 /// following symlinks (a symlink the agent made on the way is itself
 /// quarantined), then every entry of the directory is a hook.
 fn check_hooks_path(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
-    let Ok(root) = CString::new(tree.as_os_str().as_bytes()) else {
+    let what = "a link on the way to core.hooksPath";
+    let Some((dir, at)) = open_dir(tree, rel, what, since, out) else {
         return;
     };
-    let Ok(mut dir) = openat(
-        nix::fcntl::AT_FDCWD,
-        root.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return;
-    };
-    let mut at = tree.to_path_buf();
-    for part in rel.components() {
-        let std::path::Component::Normal(part) = part else {
-            return;
-        };
-        let Ok(name) = CString::new(part.as_bytes()) else {
-            return;
-        };
-        at.push(part);
-        match openat(
-            &dir,
-            name.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(next) => dir = next,
-            Err(_) => {
-                surface(
-                    &dir,
-                    &name,
-                    &at,
-                    "a link on the way to core.hooksPath",
-                    since,
-                    out,
-                );
-                return;
-            }
-        }
-    }
     walk(
         dir,
         &at,
@@ -691,10 +660,21 @@ fn check_hooks_path(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
 /// Git follows includes this deep, and no deeper.
 const MAX_INCLUDE_DEPTH: usize = 10;
 
-/// The directory holding `rel` inside `tree`, every component opened
-/// without following symlinks. On a component that is not a plain
-/// directory, `None`, after treating that component as surface (`what`).
+/// The directory holding `rel` inside `tree` (see [`open_dir`]).
 fn open_parent(
+    tree: &Path,
+    rel: &Path,
+    what: &str,
+    since: Since,
+    out: &mut Report,
+) -> Option<(OwnedFd, PathBuf)> {
+    open_dir(tree, rel.parent()?, what, since, out)
+}
+
+/// The directory `rel` inside `tree`, every component opened without
+/// following symlinks. On a component that is not a plain directory,
+/// `None`, after treating that component as surface (`what`).
+fn open_dir(
     tree: &Path,
     rel: &Path,
     what: &str,
@@ -710,8 +690,7 @@ fn open_parent(
     )
     .ok()?;
     let mut at = tree.to_path_buf();
-    let parent = rel.parent()?;
-    for part in parent.components() {
+    for part in rel.components() {
         let std::path::Component::Normal(part) = part else {
             return None;
         };
@@ -735,19 +714,10 @@ fn open_parent(
 
 /// The file a hook symlink points to, inside the tree: the hook itself.
 fn check_linked_hook(tree: &Path, rel: &Path, since: Since, out: &mut Report) {
-    let what = "a link on the way to a git hook's script";
-    let Some((dir, at)) = open_parent(tree, rel, what, since, out) else {
-        return;
-    };
-    let Some(name) = rel.file_name() else { return };
-    let Ok(name) = CString::new(name.as_bytes()) else {
-        return;
-    };
-    let path = at.join(OsStr::from_bytes(name.to_bytes()));
-    surface(
-        &dir,
-        &name,
-        &path,
+    check_file(
+        tree,
+        rel,
+        "a link on the way to a git hook's script",
         "the script a git hook links to",
         since,
         out,
